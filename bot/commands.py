@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from bot.models import Command, Reply
 
 if TYPE_CHECKING:
-    from bot.handlers import Deps
+    from bot.deps import Deps
 
 log = logging.getLogger(__name__)
 

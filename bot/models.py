@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 
 # New style ids since 0704 (YYMM.NNNN or YYMM.NNNNN), old style archive[.SC]/YYMMNNN.
 _NEW_ID = re.compile(r"(\d{4}\.\d{4,5})(?:v(\d+))?")
@@ -101,7 +101,7 @@ class Paper:
         return self.announce_type in (None, "new", "cross")
 
 
-class Platform(str, Enum):
+class Platform(StrEnum):
     CONSOLE = "console"
     DISCORD = "discord"
     SLACK = "slack"
@@ -164,7 +164,7 @@ class Card:
     paper_id: str | None = None
 
 
-class Visibility(str, Enum):
+class Visibility(StrEnum):
     PRIVATE = "private"  # only the caller sees it (ephemeral)
     CHANNEL = "channel"
 
@@ -225,7 +225,7 @@ class ChannelRule:
     paused_reason: str | None = None
 
 
-class DeliveryState(str, Enum):
+class DeliveryState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"  # parked, with a reason; retried on the next run unless permanent
@@ -249,6 +249,7 @@ class Delivery:
     error: str | None = None
     created: datetime | None = None
     updated: datetime | None = None
+    paper_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,9 +43,18 @@ class UpsertResult:
 
 
 class PaperStore(Protocol):
-    async def upsert(self, papers: Sequence[Paper], *, source: str, seen_at: datetime) -> UpsertResult:
-        """Store papers in one transaction. Dedup on the versionless id; a new version updates in place."""
+    async def upsert(
+        self, papers: Sequence[Paper], *, source: str, seen_at: datetime, route: bool = True
+    ) -> UpsertResult:
+        """Store papers in one transaction. Dedup on the versionless id; a new version updates in place.
+        With `route`, first-seen announcements are marked unrouted (to be queued for channels and alerts)."""
         ...
+
+    async def unrouted(self, limit: int = 5000) -> list[Paper]:
+        """New announcements not yet queued for channels and alerts (survives a crash between the two)."""
+        ...
+
+    async def latest_announced(self) -> date | None: ...
 
     async def get(self, arxiv_id: str) -> Paper | None: ...
 
@@ -109,9 +118,22 @@ class SubscriptionStore(Protocol):
 
 
 class DeliveryLedger(Protocol):
-    async def plan(self, rows: Sequence[Delivery], *, claim: tuple[ChannelRef, date, Sequence[str]] | None = None) -> int:
+    async def plan(
+        self, rows: Sequence[Delivery], *, claim: tuple[ChannelRef, date, Sequence[str]] | None = None
+    ) -> int:
         """Insert pending rows whose key is new, in one transaction (optionally claiming queued papers for
         a thread day at the same time). Returns how many rows were new."""
+        ...
+
+    async def commit_routing(
+        self,
+        enqueue: Sequence[tuple[ChannelRef, Sequence[str]]],
+        rows: Sequence[Delivery],
+        routed: Sequence[str],
+        *,
+        at: datetime,
+    ) -> int:
+        """Queue papers for channels, plan alert DMs, mark the papers routed: one transaction."""
         ...
 
     async def pending(self, platform: str | None = None, limit: int = 1000) -> list[Delivery]:
@@ -174,7 +196,9 @@ class ChatPlatform(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(self, delivery: Delivery, reply: Reply, *, thread_name: str | None, parent_id: str | None) -> SendOutcome:
+    async def send(
+        self, delivery: Delivery, reply: Reply, *, thread_name: str | None, parent_id: str | None
+    ) -> SendOutcome:
         """Deliver one ledger row. `delivery.kind` is opener, post or dm; `delivery.target` is a channel key
         or user key; `parent_id` is the opener's message id for posts. `delivery.attempts > 1` means an
         earlier attempt may have gone out: the platform must reconcile before sending again."""

@@ -1,0 +1,112 @@
+"""The console chat adapter: commands on stdin, threads, DMs and replies as plain text on stdout.
+
+It is the embedded default when no Discord or Slack token is configured, and what `paperboy chat` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import textwrap
+from typing import TextIO
+
+from bot.commands import parse_line
+from bot.models import ChannelRef, Command, Delivery, Reply, UserRef
+from bot.ports import CommandService, SendOutcome
+
+CONSOLE_CHANNEL = ChannelRef("console", "console", "local", kind="text", name="console")
+WIDTH = 100
+
+
+def console_user() -> UserRef:
+    try:
+        name = getpass.getuser()
+    except Exception:  # no passwd entry in some containers; any name will do
+        name = "you"
+    return UserRef("console", name, name, "local")
+
+
+def render_text(reply: Reply, *, width: int = WIDTH) -> str:
+    """A Reply as readable plain text (pure)."""
+    out: list[str] = []
+    if reply.text:
+        out.append(reply.text)
+    for i, card in enumerate(reply.cards, start=1):
+        prefix = f"{i}. " if len(reply.cards) > 1 else ""
+        out.append(f"{prefix}{card.title}")
+        if card.url:
+            out.append(f"   {card.url}")
+        for f in card.fields:
+            out.append(f"   {f.name}: {f.value}")
+        if card.body:
+            out.append(textwrap.fill(card.body, width=width, initial_indent="   ", subsequent_indent="   "))
+        if card.links:
+            out.append("   " + " · ".join(f"{label}: {url}" for label, url in card.links))
+        if card.footer:
+            out.append(f"   {card.footer}")
+    return "\n".join(out)
+
+
+class ConsolePlatform:
+    name = "console"
+
+    def __init__(self, service: CommandService | None = None, out: TextIO | None = None,
+                 user: UserRef | None = None) -> None:
+        self.service = service
+        self.out = out or sys.stdout
+        self.user = user or console_user()
+        self._count = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def send(self, delivery: Delivery, reply: Reply, *, thread_name: str | None,
+                   parent_id: str | None) -> SendOutcome:
+        self._count += 1
+        mid = f"console-{delivery.id}"
+        if delivery.kind == "opener":
+            self._print(f"\n━━ #{delivery.target.split(':')[-1]} · thread «{thread_name or ''}» ━━")
+            self._print(render_text(reply))
+        elif delivery.kind == "post":
+            body = render_text(reply)
+            self._print(textwrap.indent(body, "  │ "))
+        else:
+            self._print(f"\n✉ DM to {delivery.target.split(':')[-1]}:")
+            self._print(textwrap.indent(render_text(reply), "  "))
+        return SendOutcome(ok=True, message_id=mid)
+
+    def command(self, line: str) -> Command:
+        name, args = parse_line(line)
+        return Command(name=name or "help", args=args, user=self.user, channel=CONSOLE_CHANNEL, is_admin=True)
+
+    async def say(self, line: str) -> Reply:
+        assert self.service is not None
+        reply = await self.service.handle(self.command(line))
+        self._print(render_text(reply))
+        return reply
+
+    async def repl(self, stdin: TextIO | None = None, *, prompt: bool = False) -> None:
+        """Read commands until end of input; each line is one command."""
+        src = stdin or sys.stdin
+        loop = asyncio.get_running_loop()
+        while True:
+            if prompt:
+                self.out.write("paperboy> ")
+                self.out.flush()
+            line = await loop.run_in_executor(None, src.readline)
+            if not line:
+                return
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line in ("quit", "exit"):
+                return
+            await self.say(line)
