@@ -78,6 +78,7 @@ class App:
     sources: list[PaperSource] = field(default_factory=list)
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
     _http: object | None = None
+    _old_clients: list[object] = field(default_factory=list)
 
     async def open(self) -> App:
         self.stores = await Stores.open(self.settings.db)
@@ -92,9 +93,10 @@ class App:
         for p in list(self.platforms.values()):
             with contextlib.suppress(Exception):
                 await p.stop()
-        if self._http is not None:
-            with contextlib.suppress(Exception):
-                await self._http.aclose()  # type: ignore[attr-defined]  # PoliteClient, typed in adapters
+        for client in [self._http, *self._old_clients]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()  # type: ignore[attr-defined]  # PoliteClient; bot/ stays httpx-free
         if self.stores is not None:
             await self.stores.close()
 
@@ -117,15 +119,21 @@ class App:
         self.platforms = platforms
         return platforms
 
-    def build_sources(self) -> list[PaperSource]:
+    def build_sources(self, *, probe: bool = False) -> list[PaperSource]:
+        """The live sources. `probe` makes one quick try each (start-up must not hang on a dead network; the
+        scheduler's regular client then retries with backoff)."""
         from adapters.sources.arxiv_rss import ArxivRssSource
         from adapters.sources.hf_daily import HfDailySource
         from adapters.sources.http import PoliteClient
 
-        client = PoliteClient(self.settings)
+        client = PoliteClient(self.settings, max_tries=1, timeout=8.0) if probe else PoliteClient(self.settings)
+        if self._http is not None and not probe:
+            self._old_clients.append(self._http)
         self._http = client
-        self.sources = [ArxivRssSource(client, self.settings), HfDailySource(client, self.settings)]
-        return self.sources
+        sources: list[PaperSource] = [ArxivRssSource(client, self.settings), HfDailySource(client, self.settings)]
+        if not probe:
+            self.sources = sources
+        return sources
 
     # ------------------------------------------------------------ flows
 
@@ -236,12 +244,12 @@ class App:
         await self.ensure_console_follow()
         tasks = []
         if fetch and not self.settings.offline:
+            reports = await self.ingest(self.build_sources(probe=True))
             self.build_sources()
-            reports = await self.ingest()
             failed = [r for r in reports if r.outcome == "error"]
             if failed:
-                self._say("Sources unreachable (" + "; ".join(r.line() for r in failed)[:300]
-                          + "); retrying in the background.")
+                self._say("Sources unreachable: " + ", ".join(r.source for r in failed)
+                          + "; retrying in the background (`status` shows why).")
         loaded = await self.load_sample_if_empty()
         if loaded:
             self._say(f"Loaded {loaded} bundled sample papers so every command works offline.")

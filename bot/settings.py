@@ -42,10 +42,14 @@ class Settings(BaseSettings):
     # Seconds between two requests to one arXiv host: the arXiv terms ask for at most one every 3 s.
     arxiv_min_interval: float = Field(default=3.0, alias="PAPERBOY_ARXIV_INTERVAL")
 
-    @field_validator("discord_guild_id", mode="before")
+    @field_validator(
+        "discord_token", "discord_guild_id", "slack_bot_token", "slack_app_token", "slack_signing_secret",
+        "discord_api_base", "discord_gateway_url", "slack_api_url", mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
-        return None if v == "" else v
+        # `.env.example` lists every variable with an empty value; empty means "not configured".
+        return None if isinstance(v, str) and not v.strip() else v
 
     @property
     def category_list(self) -> tuple[str, ...]:

@@ -50,15 +50,19 @@ def latest_version() -> int:
     return len(migrations())
 
 
-def _apply_sync(conn: sqlite3.Connection, target: int | None = None) -> int:
-    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    known = migrations()
-    latest = len(known)
+def _refuse_newer(current: int, latest: int) -> None:
     if current > latest:
         raise DatabaseError(
             f"The database is at schema version {current}, newer than this paperboy knows ({latest}). "
             "Upgrade paperboy, or restore a backup made by this version; the database was not changed."
         )
+
+
+def _apply_sync(conn: sqlite3.Connection, target: int | None = None) -> int:
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    known = migrations()
+    latest = len(known)
+    _refuse_newer(current, latest)
     goal = latest if target is None else target
     for mig in known:
         if current < mig.version <= goal:
@@ -84,13 +88,23 @@ def open_sync(path: Path | str, *, migrate: bool = True, target: int | None = No
     p = Path(path)
     try:
         conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _friendly(exc, p) from exc
+    try:
+        if migrate:
+            # Before any PRAGMA: journal_mode=WAL rewrites the header of a database we are about to refuse.
+            _refuse_newer(int(conn.execute("PRAGMA user_version").fetchone()[0]), latest_version())
         for pragma in PRAGMAS:
             conn.execute(pragma)
         if migrate:
             _apply_sync(conn, target)
         return conn
     except sqlite3.Error as exc:
+        conn.close()
         raise _friendly(exc, p) from exc
+    except DatabaseError:
+        conn.close()
+        raise
 
 
 async def open_async(path: Path | str, *, migrate: bool = True) -> aiosqlite.Connection:
@@ -100,12 +114,12 @@ async def open_async(path: Path | str, *, migrate: bool = True) -> aiosqlite.Con
         open_sync(p).close()
     try:
         conn = await aiosqlite.connect(str(p), isolation_level=None)
-        for pragma in PRAGMAS:
-            await conn.execute(pragma)
         version = int((await (await conn.execute("PRAGMA user_version")).fetchone() or (0,))[0])
         if version > latest_version():
             await conn.close()
-            raise DatabaseError(f"The database is at schema version {version}, newer than this paperboy knows.")
+            _refuse_newer(version, latest_version())
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
         return conn
     except sqlite3.Error as exc:
         raise _friendly(exc, p) from exc

@@ -14,8 +14,8 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -26,14 +26,14 @@ from discord.utils import MISSING
 
 from adapters.discord.render import MessagePayload, clamp_thread_name, render_reply, truncate
 from bot.commands import COMMANDS, CommandSpec, join_options
-from bot.models import ChannelRef, Command, Delivery, Reply, UserRef, Visibility
+from bot.models import ChannelRef, Command, Delivery, Reply, UserRef
 from bot.ports import CommandService, SendOutcome, StatusStore
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 COMMANDS_HASH_KEY = "discord:commands_hash"
-THREAD_ARCHIVE_MINUTES = 1440  # a day: the next daily thread replaces it
+THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440  # a day: the next daily thread replaces it
 
 # Discord JSON error codes the adapter reacts to.
 UNKNOWN_CHANNEL = 10003
@@ -108,6 +108,7 @@ class DiscordPlatform:
         self._tree.add_command(self._build_group())
         self._tree.error(self._on_tree_error)
         self._task: asyncio.Task[None] | None = None
+        self._saved_endpoints: tuple[str, yarl.URL] | None = None
 
     @property
     def client(self) -> discord.Client:
@@ -123,6 +124,7 @@ class DiscordPlatform:
         if not self._token:
             raise DiscordStartError("DISCORD_TOKEN is not set")
         # discord.py keeps these as class attributes: the only switch it offers for another endpoint.
+        self._saved_endpoints = (Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
         if self._settings.discord_api_base:
             Route.BASE = self._settings.discord_api_base.rstrip("/")
         if self._settings.discord_gateway_url:
@@ -146,8 +148,8 @@ class DiscordPlatform:
         ready.cancel()
         reason = "timed out"
         if self._task in done:
-            exc = self._task.exception()
-            reason = self._scrub(f"{type(exc).__name__}: {exc}") if exc else "the gateway closed"
+            error = self._task.exception()
+            reason = self._scrub(f"{type(error).__name__}: {error}") if error else "the gateway closed"
         await self.stop()
         raise DiscordStartError(f"Discord gateway not ready within {self._ready_timeout:g} s ({reason})")
 
@@ -158,6 +160,9 @@ class DiscordPlatform:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        if self._saved_endpoints is not None:
+            Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved_endpoints
+            self._saved_endpoints = None
 
     async def _sync_commands(self) -> None:
         """PUT the command table only when it changed: Discord caps command creates per day."""
@@ -215,7 +220,7 @@ class DiscordPlatform:
 
     def _autocompleter(
         self, arg_name: str
-    ) -> Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]:
+    ) -> Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]:
         async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
             try:
                 items = await self._service.complete(self._user_ref(interaction), arg_name, current)
@@ -356,25 +361,26 @@ class DiscordPlatform:
         messages = render_reply(reply)
         nonces = [message_nonce(delivery.key, i) for i in range(len(messages))]
         http = self._client.http
+        resuming = delivery.attempts > 1
         if delivery.kind == "dm":
             data = await http.start_private_message(target_id)
-            ids = await self._post_all(int(data["id"]), messages, nonces)
+            ids = await self._post_all(int(data["id"]), messages, nonces, resuming=resuming)
             return ids[0]
         if delivery.kind == "post":
             if not parent_id:
                 raise ValueError(f"post {delivery.key} has no thread id (its opener was not sent)")
-            ids = await self._post_all(int(parent_id), messages, nonces)
+            ids = await self._post_all(int(parent_id), messages, nonces, resuming=resuming)
             return ids[0]
         if delivery.kind != "opener":
             raise ValueError(f"unknown delivery kind {delivery.kind!r}")
         name = clamp_thread_name(thread_name or "papers")
-        if delivery.attempts > 1:
+        if resuming:
             existing = await self._find_thread(delivery, target_id, name)
             if existing is not None:
                 return existing
         if await self._is_forum(target_id):
             return await self._forum_post(target_id, name, messages, nonces)
-        first_id = (await self._post_all(target_id, messages[:1], nonces[:1]))[0]
+        first_id = (await self._post_all(target_id, messages[:1], nonces[:1], resuming=resuming))[0]
         try:
             thread = await http.start_thread_with_message(
                 target_id, first_id, name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
@@ -384,7 +390,7 @@ class DiscordPlatform:
                 raise
             # A resumed opener: the message exists and already has its thread, which bears its id.
             thread_id = first_id
-        await self._post_all(int(thread_id), messages[1:], nonces[1:])
+        await self._post_all(int(thread_id), messages[1:], nonces[1:], resuming=resuming)
         return thread_id
 
     async def _forum_post(self, channel_id: int, name: str, messages: Sequence[MessagePayload],
@@ -421,8 +427,37 @@ class DiscordPlatform:
         data = await self._client.http.get_channel(channel_id)
         return discord.enums.try_enum(discord.ChannelType, data["type"]) in _FORUM_TYPES
 
-    async def _post_all(self, channel_id: int, messages: Sequence[MessagePayload], nonces: Sequence[str]) -> list[str]:
-        return [await self._post(channel_id, m, n) for m, n in zip(messages, nonces, strict=True)]
+    async def _post_all(self, channel_id: int, messages: Sequence[MessagePayload], nonces: Sequence[str], *,
+                        resuming: bool = False) -> list[str]:
+        found = await self._already_posted(channel_id, messages) if resuming and messages else {}
+        ids = []
+        for i, (m, n) in enumerate(zip(messages, nonces, strict=True)):
+            ids.append(found[i] if i in found else await self._post(channel_id, m, n))
+        return ids
+
+    async def _already_posted(self, channel_id: int, messages: Sequence[MessagePayload]) -> dict[int, str]:
+        """Messages of ours in the channel's recent history that match what we are about to send.
+
+        Discord honours a nonce for a few minutes only; a restart after a longer outage still must not
+        post twice, so a retry (attempts > 1) compares with what is already there.
+        """
+        try:
+            recent = await self._client.http.logs_from(channel_id, limit=50)
+        except discord.HTTPException as exc:
+            if exc.status >= 500:
+                raise
+            return {}  # no history access: fall back to the nonce alone
+        me = str(self._client.user.id) if self._client.user else ""
+        ours = [m for m in recent if str(m.get("author", {}).get("id")) == me]
+        found: dict[int, str] = {}
+        for i, message in enumerate(messages):
+            want = _fingerprint(message.content, [e.to_dict() for e in message.embeds])
+            for m in ours:
+                if str(m["id"]) not in found.values() and _fingerprint(m.get("content") or "",
+                                                                      list(m.get("embeds") or [])) == want:
+                    found[i] = str(m["id"])
+                    break
+        return found
 
     async def _post(self, channel_id: int, message: MessagePayload, nonce: str) -> str:
         async def create() -> str:
@@ -448,6 +483,6 @@ class DiscordPlatform:
         return text.replace(self._token, "[token]") if self._token else text
 
 
-def visibility_of(spec: CommandSpec) -> Visibility:
-    """How the adapter acknowledges a command: shared commands (search, show, today) in the open."""
-    return Visibility.CHANNEL if spec.shared else Visibility.PRIVATE
+def _fingerprint(content: str, embeds: Sequence[Mapping[str, Any]]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What identifies a message we sent: its text and its embeds' titles and descriptions."""
+    return content, tuple((str(e.get("title") or ""), str(e.get("description") or "")) for e in embeds)

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -383,7 +383,13 @@ class SlackPlatform:
             messages = render_reply(reply, header=thread_name if delivery.kind == "opener" else None)
             existing: dict[int, str] = {}
             if delivery.attempts > 1:
-                existing = await self._reconcile(delivery, token, channel, parent_id)
+                try:
+                    existing = await self._reconcile(delivery, token, channel, parent_id)
+                except SlackApiError as exc:
+                    # Without the read-back we cannot rule out a duplicate, so nothing is posted (reading a
+                    # DM back needs im:history, channels need channels:history / groups:history).
+                    failed = self._outcome(exc)
+                    return replace(failed, error=f"could not check for an earlier attempt: {failed.error}")
             first_ts = existing.get(0)
             for part, message in enumerate(messages):
                 if part in existing:
@@ -466,11 +472,14 @@ class SlackPlatform:
         return found
 
     def _oldest(self, delivery: Delivery) -> float:
-        window_start = time.time() - self._reconcile_window
+        """Where the history read-back starts: the row's creation, with an hour of margin for clock skew (the
+        ledger's clock is ours, the ts is Slack's), never later than an hour ago, never before the window."""
+        now = time.time()
+        oldest = now - self._reconcile_window
         if delivery.created is not None:
-            # A minute of slack for clock skew between us and Slack.
-            return max(window_start, delivery.created.timestamp() - 60)
-        return window_start
+            created = delivery.created if delivery.created.tzinfo else delivery.created.replace(tzinfo=UTC)
+            oldest = max(oldest, created.timestamp() - 3600)
+        return min(oldest, now - 3600)
 
     async def _scan(self, found: dict[int, str], delivery: Delivery, method: str, **args: Any) -> None:
         call = getattr(self.client, method)

@@ -89,9 +89,7 @@ def _entry_paper(entry: Any) -> Paper | None:
         term = collapse(cat.get("term"))
         if term and term not in cats:
             cats.append(term)
-    authors = tuple(
-        name for name in (collapse(_text(a, f"{_A}name")) for a in entry.findall(f"{_A}author")) if name
-    )
+    authors = tuple(name for name in (collapse(_text(a, f"{_A}name")) for a in entry.findall(f"{_A}author")) if name)
     return Paper(
         arxiv_id=arxiv_id,
         version=version or 1,
@@ -114,7 +112,7 @@ def parse_api_feed(content: bytes, *, status: int = 200) -> ApiPage:
     papers and `error` set. Raises ParseError when the body is no Atom feed."""
     root = parse_xml(content, "arXiv API response")
     if root.tag != f"{_A}feed":
-        raise ParseError(f"arXiv API response: expected an Atom feed, got <{etree_local(root.tag)}>")
+        raise ParseError(f"arXiv API response: expected an Atom feed, got <{_local_name(root.tag)}>")
     total = _int(_text(root, f"{_OS}totalResults"))
     start = _int(_text(root, f"{_OS}startIndex"))
     per_page = _int(_text(root, f"{_OS}itemsPerPage"))
@@ -136,7 +134,7 @@ def parse_api_feed(content: bytes, *, status: int = 200) -> ApiPage:
     return ApiPage(tuple(papers), total, start, per_page, skipped=skipped)
 
 
-def etree_local(tag: object) -> str:
+def _local_name(tag: object) -> str:
     text = str(tag)
     return text.rsplit("}", 1)[-1]
 
@@ -173,9 +171,7 @@ class ArxivApiSource:
     async def _page(self, params: dict[str, str | int]) -> ApiPage:
         result = await self.client.get(self.url, params, conditional=False, label="arXiv API")
         if result.status not in (200, 400):
-            raise SourceError(
-                f"arXiv API answered {result.status}: {result.snippet(80)}", status=result.status
-            )
+            raise SourceError(f"arXiv API answered {result.status}: {result.snippet(80)}", status=result.status)
         try:
             page = parse_api_feed(result.content, status=result.status)
         except ParseError as exc:
@@ -273,6 +269,4 @@ class ArxivApiSource:
         detail = f"arXiv API: {len(result.papers)} papers submitted in the last {self.recent_days} days"
         if result.note:
             detail += f"; {result.note}"
-        return FetchResult(
-            self.name, result.papers, "ok" if result.papers else "quiet", one_line(detail, 300)
-        )
+        return FetchResult(self.name, result.papers, "ok" if result.papers else "quiet", one_line(detail, 300))

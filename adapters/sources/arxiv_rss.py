@@ -40,9 +40,7 @@ FEED_CAP = 2000  # arXiv truncates combined feeds here, replacements first
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 
 # `arXiv:2609.26811v1 Announce Type: new \nAbstract: ...`
-_PREFIX = re.compile(
-    r"^\s*arXiv:(?P<id>\S+)\s+Announce Type:\s*(?P<type>[\w-]+)\s*(?:Abstract:\s*)?", re.DOTALL
-)
+_PREFIX = re.compile(r"^\s*arXiv:(?P<id>\S+)\s+Announce Type:\s*(?P<type>[\w-]+)\s*(?:Abstract:\s*)?", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +187,7 @@ def _parse_atom(root: Any) -> AnnouncementFeed:
         names = [collapse(_text(a, f"{_A}name")) for a in entry.findall(f"{_A}author")]
         authors: tuple[str, ...] = tuple(n for n in names if n)
         if not authors:
-            authors = tuple(
-                a for c in entry.findall(f"{_DC}creator") if c.text for a in split_authors(c.text)
-            )
+            authors = tuple(a for c in entry.findall(f"{_DC}creator") if c.text for a in split_authors(c.text))
         link = None
         for link_el in entry.findall(f"{_A}link"):
             if link_el.get("rel", "alternate") == "alternate":
@@ -208,9 +204,7 @@ def _parse_atom(root: Any) -> AnnouncementFeed:
             categories=[collapse(c.get("term")) for c in entry.findall(f"{_A}category")],
             day=day,
             doi=optional_text(_text(entry, f"{_X}doi") or _text(entry, f"{_X}DOI")),
-            journal_ref=optional_text(
-                _text(entry, f"{_X}journal_ref") or _text(entry, f"{_X}journal_reference")
-            ),
+            journal_ref=optional_text(_text(entry, f"{_X}journal_ref") or _text(entry, f"{_X}journal_reference")),
             source="rss",
         )
         if paper is None:
@@ -227,9 +221,7 @@ def parse_announcements(content: bytes) -> AnnouncementFeed:
         return _parse_rss2(root)
     if root.tag == f"{_A}feed":
         return _parse_atom(root)
-    raise ParseError(
-        f"arXiv RSS feed: expected <rss> or an Atom <feed>, got <{str(root.tag).rsplit('}', 1)[-1]}>"
-    )
+    raise ParseError(f"arXiv RSS feed: expected <rss> or an Atom <feed>, got <{str(root.tag).rsplit('}', 1)[-1]}>")
 
 
 class ArxivRssSource:
@@ -238,9 +230,7 @@ class ArxivRssSource:
 
     name = "rss"
 
-    def __init__(
-        self, client: PoliteClient, settings: Settings, *, categories: Sequence[str] | None = None
-    ) -> None:
+    def __init__(self, client: PoliteClient, settings: Settings, *, categories: Sequence[str] | None = None) -> None:
         self.client = client
         cats = tuple(categories) if categories is not None else settings.category_list
         self.url = settings.arxiv_rss_url + "+".join(cats)
@@ -254,9 +244,7 @@ class ArxivRssSource:
             log.exception("arXiv RSS fetch failed")
             return FetchResult(self.name, outcome="error", detail=f"arXiv RSS: {type(exc).__name__}: {exc}")
         if result.not_modified:
-            return FetchResult(
-                self.name, outcome="unchanged", detail="arXiv RSS: not modified since last fetch"
-            )
+            return FetchResult(self.name, outcome="unchanged", detail="arXiv RSS: not modified since last fetch")
         if not result.ok:
             return FetchResult(
                 self.name, outcome="error", detail=f"arXiv RSS answered {result.status}: {result.snippet(80)}"

@@ -64,9 +64,7 @@ def _parse_xml_payload(content: bytes, status: int) -> tuple[str, list[Paper], s
         return kind, [], "OAI-PMH: no records match"
     if page_oai.error:
         return kind, [], f"OAI-PMH error {page_oai.error_code}: {page_oai.error}"
-    token = (
-        f"; resumption token {page_oai.resumption_token}" if page_oai.resumption_token else "; list complete"
-    )
+    token = f"; resumption token {page_oai.resumption_token}" if page_oai.resumption_token else "; list complete"
     return kind, list(page_oai.papers), f"OAI-PMH ListRecords: {len(page_oai.papers)} records{token}"
 
 

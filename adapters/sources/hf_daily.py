@@ -115,9 +115,7 @@ class HfDailySource:
 
     name = "hf"
 
-    def __init__(
-        self, client: PoliteClient, settings: Settings, *, page_size: int = 100, max_pages: int = 10
-    ) -> None:
+    def __init__(self, client: PoliteClient, settings: Settings, *, page_size: int = 100, max_pages: int = 10) -> None:
         self.client = client
         self.url = settings.hf_api_url
         self.page_size = max(1, min(page_size, 100))
@@ -131,9 +129,7 @@ class HfDailySource:
             params: dict[str, str | int] = {"date": day.isoformat(), "limit": self.page_size, "p": p}
             result = await self.client.get(self.url, params, label="Hugging Face")
             if not result.ok:
-                raise SourceError(
-                    f"Hugging Face answered {result.status}: {result.snippet(80)}", status=result.status
-                )
+                raise SourceError(f"Hugging Face answered {result.status}: {result.snippet(80)}", status=result.status)
             try:
                 page = parse_daily_papers(result.content)
             except ParseError as exc:

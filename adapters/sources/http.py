@@ -209,9 +209,7 @@ class PoliteClient:
     def _retry_at(self, seconds: float) -> str:
         return (self._wall_clock() + timedelta(seconds=seconds)).strftime("%H:%M UTC")
 
-    async def _get_with_retries(
-        self, url: httpx.URL, conditional: bool, name: str, key: str | None
-    ) -> HttpResult:
+    async def _get_with_retries(self, url: httpx.URL, conditional: bool, name: str, key: str | None) -> HttpResult:
         url_key = str(url)
         problem = ""
         retry_after: float | None = None
@@ -231,7 +229,7 @@ class PoliteClient:
                 status = response.status_code
             except httpx.TimeoutException:
                 problem = "timed out"
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # connection resets, protocol and decoding errors
                 problem = f"could not be reached ({type(exc).__name__})"
             finally:
                 if key is not None:

@@ -170,9 +170,7 @@ def parse_oai(content: bytes) -> OaiPage:
     if error_el is not None:
         code = error_el.get("code") or "unknown"
         message = one_line(error_el.text or code, 160)
-        return OaiPage(
-            (), None, response_date, error_code=code, error=None if code == "noRecordsMatch" else message
-        )
+        return OaiPage((), None, response_date, error_code=code, error=None if code == "noRecordsMatch" else message)
     container = root.find(f"{_O}ListRecords")
     if container is None:
         container = root.find(f"{_O}GetRecord")
@@ -292,9 +290,7 @@ class OaiPmhSource:
             return FetchResult(self.name, outcome="error", detail=str(exc), retry_after=exc.retry_after)
         except Exception as exc:  # the contract: a source reports, it never raises into the scheduler
             log.exception("OAI-PMH fetch failed")
-            return FetchResult(
-                self.name, outcome="error", detail=f"arXiv OAI-PMH: {type(exc).__name__}: {exc}"
-            )
+            return FetchResult(self.name, outcome="error", detail=f"arXiv OAI-PMH: {type(exc).__name__}: {exc}")
         found = tuple(papers.values())
         detail = f"arXiv OAI-PMH: {len(found)} records changed since {since.isoformat()}"
         return FetchResult(self.name, found, "ok" if found else "quiet", detail)

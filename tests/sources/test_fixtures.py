@@ -34,9 +34,7 @@ def test_api_query_current_backend() -> None:
     assert len(page.papers) == 20 and page.skipped == 0
     first = page.papers[0]
     assert first.arxiv_id == "2604.26951" and first.version == 1
-    assert (
-        first.title == "Turning the TIDE: Cross-Architecture Distillation for Diffusion Large Language Models"
-    )
+    assert first.title == "Turning the TIDE: Cross-Architecture Distillation for Diffusion Large Language Models"
     assert first.authors == ("Gongbo Zhang", "Wen Wang", "Ye Tian", "Li Yuan")
     assert first.primary_category == "cs.CL"
     assert first.categories == ("cs.CL", "cs.AI", "cs.LG")  # primary first, no duplicate

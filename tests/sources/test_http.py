@@ -44,9 +44,7 @@ async def test_retry_after_as_http_date(make_client: MakeClient, fake_time: Fake
     assert fake_time.sleeps == [20.0]
 
 
-async def test_repeated_503_raises_a_readable_source_error(
-    make_client: MakeClient, fake_time: FakeTime
-) -> None:
+async def test_repeated_503_raises_a_readable_source_error(make_client: MakeClient, fake_time: FakeTime) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -77,9 +75,7 @@ async def test_retry_after_zero_falls_back_to_backoff(make_client: MakeClient, f
     assert fake_time.sleeps == [30.0]
 
 
-async def test_long_retry_after_is_handed_back_not_slept(
-    make_client: MakeClient, fake_time: FakeTime
-) -> None:
+async def test_long_retry_after_is_handed_back_not_slept(make_client: MakeClient, fake_time: FakeTime) -> None:
     async with make_client(lambda r: httpx.Response(429, headers={"Retry-After": "3600"})) as client:
         with pytest.raises(SourceError) as info:
             await client.get(HF)
@@ -105,9 +101,7 @@ async def test_timeouts_are_retried_then_reported(make_client: MakeClient) -> No
         raise httpx.ConnectError("refused", request=request)
 
     async with make_client(always, max_tries=2) as client:
-        with pytest.raises(
-            SourceError, match=r"^Hugging Face could not be reached \(ConnectError\) after 2 tries"
-        ):
+        with pytest.raises(SourceError, match=r"^Hugging Face could not be reached \(ConnectError\) after 2 tries"):
             await client.get(HF)
 
 
@@ -132,9 +126,7 @@ async def test_conditional_get_sends_etag_and_reports_304(make_client: MakeClien
         seen.append(request)
         if request.headers.get("if-none-match") == '"abc"':
             return httpx.Response(304)
-        return httpx.Response(
-            200, text="<rss/>", headers={"ETag": '"abc"', "Last-Modified": "Thu, 24 Sep 2026"}
-        )
+        return httpx.Response(200, text="<rss/>", headers={"ETag": '"abc"', "Last-Modified": "Thu, 24 Sep 2026"})
 
     async with make_client(handler, min_interval=0) as client:
         first = await client.get(url, conditional=True)
@@ -148,9 +140,7 @@ async def test_conditional_get_sends_etag_and_reports_304(make_client: MakeClien
     assert third.status == 200
 
 
-async def test_arxiv_requests_are_spaced_and_others_are_not(
-    make_client: MakeClient, fake_time: FakeTime
-) -> None:
+async def test_arxiv_requests_are_spaced_and_others_are_not(make_client: MakeClient, fake_time: FakeTime) -> None:
     stamps: list[tuple[str, float]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -55,13 +55,8 @@ def test_snapshot_record_fields(tmp_path: Path) -> None:
     assert first.submitted == datetime(2007, 4, 2, 19, 18, 42, tzinfo=UTC)
     assert first.updated == datetime(2007, 7, 24, 20, 10, 27, tzinfo=UTC)
     assert first.authors == ("C. Balázs", "E. L. Berger", "P. M. Nadolsky", "C. -P. Yuan")
-    assert (
-        first.title == "Calculation of prompt diphoton production cross sections at Tevatron and LHC energies"
-    )
-    assert (
-        first.abstract
-        == "A fully differential calculation in perturbative quantum chromodynamics is presented."
-    )
+    assert first.title == "Calculation of prompt diphoton production cross sections at Tevatron and LHC energies"
+    assert first.abstract == "A fully differential calculation in perturbative quantum chromodynamics is presented."
     assert (first.doi, first.journal_ref, first.source) == (
         "10.1103/PhysRevD.76.013009",
         "Phys.Rev.D76:013009,2007",

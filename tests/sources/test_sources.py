@@ -39,9 +39,7 @@ def api_feed(ids: list[str], total: int, start: int = 0) -> bytes:
         'xmlns:arxiv="http://arxiv.org/schemas/atom">'
         f"<opensearch:totalResults>{total}</opensearch:totalResults>"
         f"<opensearch:startIndex>{start}</opensearch:startIndex>"
-        f"<opensearch:itemsPerPage>{len(ids)}</opensearch:itemsPerPage>"
-        + "".join(_entry(i) for i in ids)
-        + "</feed>"
+        f"<opensearch:itemsPerPage>{len(ids)}</opensearch:itemsPerPage>" + "".join(_entry(i) for i in ids) + "</feed>"
     ).encode()
 
 
@@ -71,14 +69,10 @@ async def test_rss_ok(make_client: MakeClient, settings: Settings) -> None:
     assert result.detail == "RSS feed for Thu 24 Sep 2026: 2 new, 1 cross, 1 replace"
 
 
-async def test_rss_stale_feed_keeps_papers_and_asks_for_a_retry(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_rss_stale_feed_keeps_papers_and_asks_for_a_retry(make_client: MakeClient, settings: Settings) -> None:
     handler, _ = serve(httpx.Response(200, content=RSS))
     async with make_client(handler) as client:
-        result = await ArxivRssSource(client, settings).fetch(
-            datetime(2026, 9, 25, 5, 0, tzinfo=UTC)
-        )  # 01:00 ET
+        result = await ArxivRssSource(client, settings).fetch(datetime(2026, 9, 25, 5, 0, tzinfo=UTC))  # 01:00 ET
     assert result.outcome == "stale" and not result.ok
     assert result.feed_day == date(2026, 9, 24)
     assert len(result.papers) == 4  # nothing lost
@@ -133,9 +127,7 @@ async def test_rss_faulty_payloads_become_error_outcomes(make_client: MakeClient
     assert details["bad category"] == "arXiv RSS answered 400: Feed error for query cs.XX"
 
 
-async def test_rss_repeated_503_is_an_error_with_retry_after(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_rss_repeated_503_is_an_error_with_retry_after(make_client: MakeClient, settings: Settings) -> None:
     handler, seen = serve(httpx.Response(503, headers={"Retry-After": "60"}))
     async with make_client(handler, max_tries=3) as client:
         result = await ArxivRssSource(client, settings).fetch(FEED_DAY_NOW)
@@ -188,18 +180,14 @@ async def test_api_query_retries_an_empty_page(make_client: MakeClient, settings
     assert result.note == ""
 
 
-async def test_api_query_gives_up_on_persistent_empty_pages(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_api_query_gives_up_on_persistent_empty_pages(make_client: MakeClient, settings: Settings) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         start = int(request.url.params["start"])
         ids = ["2609.00001", "2609.00002"] if start == 0 else []
         return httpx.Response(200, content=api_feed(ids, total=9, start=start))
 
     async with make_client(handler, min_interval=0) as client:
-        result = await ArxivApiSource(client, settings, page_size=2, empty_page_retries=2).query(
-            "x", max_results=9
-        )
+        result = await ArxivApiSource(client, settings, page_size=2, empty_page_retries=2).query("x", max_results=9)
     assert len(result.papers) == 2
     assert result.note == "arXiv API returned empty pages at offset 2 of 9; stopped there"
 
@@ -232,9 +220,7 @@ async def test_api_error_feed_is_an_error_not_a_paper(make_client: MakeClient, s
 
 
 async def test_api_fetch_recent_uses_a_date_window(make_client: MakeClient, settings: Settings) -> None:
-    handler, seen = serve(
-        httpx.Response(200, content=fixture_bytes("arxiv_api_query_cat_cs.LG_OR_cs.AI.xml"))
-    )
+    handler, seen = serve(httpx.Response(200, content=fixture_bytes("arxiv_api_query_cat_cs.LG_OR_cs.AI.xml")))
     async with make_client(handler) as client:
         result = await ArxivApiSource(client, settings, recent_limit=20).fetch(FEED_DAY_NOW)
     query = seen[0].url.params["search_query"]
@@ -270,9 +256,7 @@ async def test_hf_pages_today_and_yesterday(make_client: MakeClient, settings: S
         seen.append((day, page))
         assert request.url.params["limit"] == "3"
         if day == "2026-09-24":
-            return httpx.Response(
-                200, content=_hf_items(3 if page == "0" else 1, "2609", first=10 * int(page))
-            )
+            return httpx.Response(200, content=_hf_items(3 if page == "0" else 1, "2609", first=10 * int(page)))
         return httpx.Response(200, content=_hf_items(2, "2608"))
 
     async with make_client(handler) as client:
@@ -291,9 +275,7 @@ async def test_hf_wrong_shape_and_failure(make_client: MakeClient, settings: Set
     async with make_client(handler) as client:
         result = await HfDailySource(client, settings).fetch(FEED_DAY_NOW)
     assert result.outcome == "error" and len(result.papers) == 1  # the good day is kept
-    assert result.detail == (
-        "Hugging Face: 1 papers; failed 2026-09-24: Hugging Face daily papers: error Invalid date"
-    )
+    assert result.detail == ("Hugging Face: 1 papers; failed 2026-09-24: Hugging Face daily papers: error Invalid date")
 
 
 # --- OAI-PMH ---------------------------------------------------------------------------------------
@@ -322,9 +304,7 @@ async def test_oai_pages_follow_the_token(make_client: MakeClient, settings: Set
     assert dict(seen[1].url.params) == {"verb": "ListRecords", "resumptionToken": "726959|1001"}
 
 
-async def test_oai_no_records_is_quiet_and_bad_token_is_error(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_oai_no_records_is_quiet_and_bad_token_is_error(make_client: MakeClient, settings: Settings) -> None:
     handler, _ = serve(httpx.Response(200, content=OAI_NO_RECORDS))
     async with make_client(handler) as client:
         quiet = await OaiPmhSource(client, settings).fetch(FEED_DAY_NOW)
@@ -342,3 +322,49 @@ def test_set_specs() -> None:
     assert set_spec_for("hep-th") == "physics:hep-th"
     assert set_spec_for("astro-ph.CO") == "physics:astro-ph:CO"
     assert set_spec_for("math") == "math"
+
+
+async def test_api_html_page_and_unexpected_status_are_errors(make_client: MakeClient, settings: Settings) -> None:
+    for response, expected in [
+        (
+            httpx.Response(200, text="<html><title>Service Unavailable</title></html>"),
+            "arXiv API response: got an HTML page instead of XML (Service Unavailable)",
+        ),
+        (httpx.Response(403, text="<html>denied</html>"), "arXiv API answered 403: denied"),
+        (httpx.Response(200, content=b"<feed"), "arXiv API response: truncated or malformed XML"),
+    ]:
+        handler, _ = serve(response)
+        async with make_client(handler) as client:
+            result = await ArxivApiSource(client, settings).fetch(FEED_DAY_NOW)
+        assert result.outcome == "error" and result.papers == ()
+        assert result.detail.startswith(expected)
+
+
+async def test_api_by_ids_with_only_invalid_ids_sends_nothing(make_client: MakeClient, settings: Settings) -> None:
+    handler, seen = serve(httpx.Response(500))
+    async with make_client(handler) as client:
+        lookup = await ArxivApiSource(client, settings).by_ids(["abc", "", "12345"])
+    assert seen == [] and lookup.papers == () and lookup.invalid == ("abc", "", "12345")
+
+
+async def test_api_query_respects_the_offset_cap(make_client: MakeClient, settings: Settings) -> None:
+    asked: list[tuple[int, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        start, size = int(request.url.params["start"]), int(request.url.params["max_results"])
+        asked.append((start, size))
+        ids = [f"2609.{start + i:05d}" for i in range(size)]
+        return httpx.Response(200, content=api_feed(ids, total=100000, start=start))
+
+    async with make_client(handler, min_interval=0) as client:
+        result = await ArxivApiSource(client, settings, page_size=2000).query("cat:cs.LG", 29000, 5000)
+    assert asked == [(29000, 1000)]  # start + max_results never beyond 30 000
+    assert len(result.papers) == 1000
+
+
+async def test_hf_html_error_page_is_an_error(make_client: MakeClient, settings: Settings) -> None:
+    handler, _ = serve(httpx.Response(200, text="<!DOCTYPE html><html>maintenance</html>"))
+    async with make_client(handler) as client:
+        result = await HfDailySource(client, settings).fetch(FEED_DAY_NOW)
+    assert result.outcome == "error" and result.papers == ()
+    assert "got an HTML page instead of JSON" in result.detail

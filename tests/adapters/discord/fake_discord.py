@@ -110,7 +110,7 @@ def _spec() -> Json:
 
 @cache
 def _validator(route: str, method: str) -> Any:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
@@ -268,6 +268,10 @@ class FakeDiscord:
     def block_dm(self, user_id: int, code: int = 50007) -> None:
         self.dm_blocked[user_id] = code
 
+    def forget_nonces(self) -> None:
+        """Discord keeps a nonce for a few minutes only: simulate a restart after a long outage."""
+        self._nonces.clear()
+
     def add_thread(self, parent_id: int, name: str = "a thread") -> int:
         """A thread that exists before the bot connects (a forum post, yesterday's daily thread)."""
         tid = self._new_id()
@@ -292,6 +296,7 @@ class FakeDiscord:
         r("GET", "/channels/{channel_id}", self._get_channel)
         r("PATCH", "/channels/{channel_id}", self._patch_channel)
         r("POST", "/channels/{channel_id}/messages", self._post_message)
+        r("GET", "/channels/{channel_id}/messages", self._get_messages)
         r("POST", "/channels/{channel_id}/messages/{message_id}/threads", self._post_thread_from_message)
         r("POST", "/channels/{channel_id}/threads", self._post_forum_thread)
         r("GET", "/guilds/{guild_id}/threads/active", self._get_active_threads)
@@ -456,6 +461,15 @@ class FakeDiscord:
             self._nonces[(cid, str(nonce))] = msg
         ch["last_message_id"] = msg["id"]
         return self._json(msg)
+
+    async def _get_messages(self, request: web.Request, p: dict[str, str], body: Any) -> web.Response:
+        cid = int(p["channel_id"])
+        if cid not in self.channels:
+            return self._error(404, 10003, "Unknown Channel")
+        limit = min(100, int(request.query.get("limit", "50")))
+        # Newest first, and without the nonce: Discord only echoes it on create.
+        recent = [{k: v for k, v in m.items() if k != "nonce"} for m in reversed(self.messages.get(cid, []))]
+        return self._json(recent[:limit])
 
     def _thread_channel(self, thread_id: int, parent_id: int, name: str, archive: int) -> Json:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,9 +27,12 @@ class RecordingService:
         self.commands: list[Command] = []
         self.answer: Callable[[Command], Reply] = lambda c: Reply(f"ran {c.name}: {c.args}")
         self.fail = False
+        self.gate: asyncio.Event | None = None  # when set, handle() waits for it: a slow search
 
     async def handle(self, command: Command) -> Reply:
         self.commands.append(command)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             raise RuntimeError("boom")
         return self.answer(command)
@@ -123,8 +127,6 @@ async def post_signed(
     }
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            f"http://127.0.0.1:{port}/slack/events", data=body.encode(), headers=headers
-        ) as response,
+        session.post(f"http://127.0.0.1:{port}/slack/events", data=body.encode(), headers=headers) as response,
     ):
         return response.status, await response.text()

@@ -233,9 +233,7 @@ class FakeSlack:
             headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
             if failure.status == 200:
                 return web.json_response({"ok": False, "error": failure.error}, headers=headers)
-            return web.json_response(
-                {"ok": False, "error": failure.error}, status=failure.status, headers=headers
-            )
+            return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=headers)
         return None
 
     # ------------------------------------------------------------------ Web API
@@ -349,11 +347,7 @@ class FakeSlack:
             problems.append(f"thread_ts {thread_ts!r} is not a ts")
         if problems:
             self.violations.extend(problems)
-            return (
-                "msg_blocks_too_long"
-                if any("characters > 12000" in p for p in problems)
-                else "invalid_blocks"
-            )
+            return "msg_blocks_too_long" if any("characters > 12000" in p for p in problems) else "invalid_blocks"
         return None
 
     async def _m_chat_postMessage(self, args: dict[str, Any]) -> web.Response:
@@ -366,9 +360,7 @@ class FakeSlack:
         if problem:
             return self._err(problem)
         thread_ts = args.get("thread_ts")
-        if thread_ts is not None and not any(
-            m.ts == thread_ts and m.channel == channel for m in self.messages
-        ):
+        if thread_ts is not None and not any(m.ts == thread_ts and m.channel == channel for m in self.messages):
             self.violations.append(f"thread_ts {thread_ts} is no message in {channel}")
             return self._err("thread_not_found")
         metadata = args.get("metadata")
@@ -427,9 +419,7 @@ class FakeSlack:
         oldest = float(args.get("oldest") or 0)
         latest = float(args.get("latest") or "inf")
         found = [
-            m
-            for m in self.messages
-            if m.channel == channel and m.thread_ts is None and oldest < float(m.ts) <= latest
+            m for m in self.messages if m.channel == channel and m.thread_ts is None and oldest < float(m.ts) <= latest
         ]
         found.sort(key=lambda m: float(m.ts), reverse=True)  # newest first, as Slack does
         return self._page(found, args, "messages")

@@ -91,9 +91,7 @@ async def test_every_command_name_reaches_the_service(
     platform = await make_platform()
     assert platform.http_port
     for i, spec in enumerate(COMMANDS):
-        status, _ = await post_signed(
-            platform.http_port, command_form(fake, f"{spec.name} arg{i}", response=f"r{i}")
-        )
+        status, _ = await post_signed(platform.http_port, command_form(fake, f"{spec.name} arg{i}", response=f"r{i}"))
         assert status == 200, spec.name
     await fake.wait_for(lambda: len(fake.responses) == len(COMMANDS))
     assert sorted((c.name, c.args) for c in service.commands) == sorted(
@@ -201,9 +199,7 @@ async def test_command_in_a_dm_has_a_dm_channel(
 async def test_long_reply_is_split_across_responses_within_limits(
     fake: FakeSlack, service: RecordingService, make_platform: PlatformFactory
 ) -> None:
-    cards = tuple(
-        Card(f"Paper {i}", f"https://arxiv.org/abs/2401.{i:05d}", body="abstract " * 300) for i in range(30)
-    )
+    cards = tuple(Card(f"Paper {i}", f"https://arxiv.org/abs/2401.{i:05d}", body="abstract " * 300) for i in range(30))
     service.answer = lambda c: Reply("Results", cards=cards, visibility=Visibility.CHANNEL)
     platform = await make_platform()
     assert platform.http_port
@@ -213,3 +209,16 @@ async def test_long_reply_is_split_across_responses_within_limits(
     assert 2 <= len(fake.responses) <= 5
     assert fake.violations == []
     assert all(r["response_type"] == "in_channel" for r in fake.responses)
+
+
+async def test_ack_leaves_before_a_slow_service_answers(
+    fake: FakeSlack, service: RecordingService, make_platform: PlatformFactory
+) -> None:
+    service.gate = asyncio.Event()
+    platform = await make_platform()
+    assert platform.http_port
+    status, _ = await post_signed(platform.http_port, command_form(fake, "search slow"))
+    assert status == 200  # acked while the service is still working
+    assert fake.responses == [] and len(service.commands) == 1
+    service.gate.set()
+    await fake.wait_for(lambda: len(fake.responses) == 1)

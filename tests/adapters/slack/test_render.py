@@ -64,9 +64,7 @@ def test_card_renders_header_link_context_and_divider() -> None:
     assert types == ["header", "section", "divider", "section", "context", "divider", "section", "context"]
     assert message.blocks[0]["text"] == {"type": "plain_text", "text": "cs.LG — 2026-11-27", "emoji": True}
     assert message.blocks[1]["text"]["text"] == "Found *2* papers"
-    assert message.blocks[3]["text"]["text"].startswith(
-        "*<https://arxiv.org/abs/2401.00001|A paper 1>*\nAbstract"
-    )
+    assert message.blocks[3]["text"]["text"].startswith("*<https://arxiv.org/abs/2401.00001|A paper 1>*\nAbstract")
     assert "<https://arxiv.org/pdf/2401.00001|PDF>" in message.blocks[3]["text"]["text"]
     context = [e["text"] for e in message.blocks[4]["elements"]]
     assert context == [

@@ -1,0 +1,342 @@
+"""Bulk history: the arXiv metadata snapshot (JSON lines) and OAI-PMH pages, streamed into SQLite.
+
+Speed comes from big transactions on one sync connection: each batch of records is looked up, merged with what
+is stored, inserted, indexed in FTS5 and checkpointed (byte offset or resumption token in `meta`) in ONE
+transaction. So a Ctrl-C or a kill loses at most the batch in flight, a restart resumes exactly after the last
+committed batch, and the search index can never disagree with the rows: there is no moment where one is
+written and the other is not. Backfilled papers are stored `routed=1`: history never triggers posts or alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.models import Paper
+from bot.settings import Settings
+from storage.db import open_sync
+from storage.sqlite import INSERT_PAPER, PAPER_COLUMNS, UPDATE_PAPER, merge_paper, paper_from_row, paper_values
+
+BATCH = 20_000
+FTS_COLUMNS = "title, abstract, authors, cats"
+
+
+@dataclass(slots=True)
+class BackfillStats:
+    records: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bad: int = 0
+    resumed_from: int | str | None = None
+    seconds: float = 0.0
+    done: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records, "inserted": self.inserted, "updated": self.updated,
+            "unchanged": self.unchanged, "bad": self.bad, "resumed_from": self.resumed_from,
+            "seconds": round(self.seconds, 2), "done": self.done, "errors": self.errors[-5:],
+            "records_per_s": round(self.records / self.seconds, 1) if self.seconds > 0 else None,
+        }
+
+
+def _meta_get(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def _meta_set(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                 (key, value))
+
+
+def checkpoint_key(snapshot: Path) -> str:
+    return f"backfill:snapshot:{snapshot.resolve()}"
+
+
+class BulkWriter:
+    """Writes batches of papers in single transactions; FTS5 is fed in bulk instead of row by row.
+
+    The insert trigger is dropped and recreated inside each batch transaction: other connections only ever see
+    the schema with the trigger (the write lock is held throughout), while the batch itself indexes its new
+    rows with one INSERT ... SELECT, which lets FTS5 tokenise straight from the stored rows.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, source: str, seen_at: datetime | None = None) -> None:
+        self.conn = conn
+        self.source = source
+        self.seen = (seen_at or datetime.now(UTC)).isoformat()
+        trig = conn.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='papers_ai'").fetchone()
+        self._insert_trigger: str | None = trig[0] if trig else None
+
+    def write(self, papers: Sequence[Paper], stats: BackfillStats, *, checkpoint: tuple[str, str] | None) -> None:
+        incoming: dict[str, Paper] = {}
+        for p in papers:
+            prev = incoming.get(p.arxiv_id)
+            incoming[p.arxiv_id] = merge_paper(prev, p) if prev else p
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing: dict[str, Paper] = {}
+            ids = list(incoming)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {PAPER_COLUMNS} FROM papers WHERE arxiv_id IN ({marks})", chunk):
+                    existing[row[0]] = paper_from_row(row)
+            inserts: list[tuple[Any, ...]] = []
+            updates: list[tuple[Any, ...]] = []
+            for pid, paper in incoming.items():
+                old = existing.get(pid)
+                if old is None:
+                    inserts.append((*paper_values(paper), self.seen, self.seen, 1))
+                    continue
+                merged = merge_paper(old, paper)
+                if merged == old:
+                    stats.unchanged += 1
+                    continue
+                updates.append((*paper_values(merged)[1:], self.seen, pid))
+            if inserts:
+                first = int(conn.execute("SELECT coalesce(max(id), 0) FROM papers").fetchone()[0]) + 1
+                if self._insert_trigger:
+                    conn.execute("DROP TRIGGER papers_ai")
+                conn.executemany(INSERT_PAPER, inserts)
+                conn.execute(f"INSERT INTO papers_fts(rowid, {FTS_COLUMNS}) SELECT id, {FTS_COLUMNS} FROM papers "
+                             "WHERE id >= ?", (first,))
+                if self._insert_trigger:
+                    conn.execute(self._insert_trigger)
+            if updates:
+                conn.executemany(UPDATE_PAPER, updates)  # the update trigger keeps FTS5 in step
+            conn.executemany(
+                "INSERT INTO paper_sources(arxiv_id, source, first_seen, last_seen) VALUES (?,?,?,?) "
+                "ON CONFLICT(arxiv_id, source) DO UPDATE SET last_seen=excluded.last_seen",
+                [(pid, self.source, self.seen, self.seen) for pid in incoming],
+            )
+            if checkpoint is not None:
+                _meta_set(conn, *checkpoint)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        stats.inserted += len(inserts)
+        stats.updated += len(updates)
+
+
+class _Progress:
+    """A rich progress bar (records/s, ETA) when asked for; silent otherwise."""
+
+    def __init__(self, enabled: bool, total: int | None, start: int, unit: str) -> None:
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]backfill"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[records]:,} records · {task.fields[rate]:,.0f}/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(unit, total=total, completed=start, records=0, rate=0.0)
+        self.t0 = time.monotonic()
+
+    def update(self, position: int, records: int) -> None:
+        if self.bar is not None:
+            elapsed = max(1e-6, time.monotonic() - self.t0)
+            self.bar.update(self.task, completed=position, records=records, rate=records / elapsed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _batched(items: Iterable[tuple[int, Paper]], size: int) -> Iterator[list[tuple[int, Paper]]]:
+    batch: list[tuple[int, Paper]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def backfill_snapshot(
+    db_path: Path | str,
+    snapshot: Path | str,
+    *,
+    limit: int | None = None,
+    progress: bool = False,
+    batch_size: int = BATCH,
+    on_batch: Callable[[BackfillStats], None] | None = None,
+    optimize: bool = True,
+) -> BackfillStats:
+    """Stream a snapshot file into the database, resuming from its checkpoint. Returns the counts."""
+    from adapters.sources.snapshot import SnapshotStats, iter_snapshot
+
+    path = Path(snapshot)
+    stats = BackfillStats()
+    t0 = time.monotonic()
+    conn = open_sync(db_path)
+    try:
+        conn.execute(f"PRAGMA cache_size=-{64 * 1024}")
+        key = checkpoint_key(path)
+        start = int(_meta_get(conn, key) or 0)
+        stats.resumed_from = start or None
+        writer = BulkWriter(conn, source="snapshot")
+        snap_stats = SnapshotStats()
+        size = path.stat().st_size
+        bar = _Progress(progress, size, start, "bytes")
+        try:
+            records = iter_snapshot(path, start, stats=snap_stats)
+            for batch in _batched(records, batch_size):
+                if limit is not None and stats.records + len(batch) > limit:
+                    batch = batch[: max(0, limit - stats.records)]
+                    if not batch:
+                        break
+                writer.write([p for _, p in batch], stats, checkpoint=(key, str(batch[-1][0])))
+                stats.records += len(batch)
+                stats.bad = snap_stats.bad
+                bar.update(batch[-1][0], stats.records)
+                if on_batch is not None:
+                    on_batch(stats)
+                if limit is not None and stats.records >= limit:
+                    break
+            else:
+                stats.done = True
+        finally:
+            bar.close()
+        stats.bad = snap_stats.bad
+        if snap_stats.last_error:
+            stats.errors.append(snap_stats.last_error)
+        if optimize and stats.inserted:
+            merge_segments(conn)
+    finally:
+        conn.close()
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def merge_segments(conn: sqlite3.Connection) -> None:
+    """Merge FTS5's segments into one b-tree: queries then read one doclist per term instead of dozens."""
+    conn.execute(f"INSERT INTO papers_fts(papers_fts) VALUES ('optimize')")
+
+
+async def _backfill_oai(settings: Settings, stats: BackfillStats, limit: int | None, progress: bool) -> None:
+    from adapters.sources.http import PoliteClient
+    from adapters.sources.oai_pmh import OaiPmhSource
+
+    conn = open_sync(settings.db)
+    key = "backfill:oai:token"
+    client = PoliteClient(settings)
+    try:
+        token = _meta_get(conn, key) or None
+        stats.resumed_from = token
+        source = OaiPmhSource(client, settings)
+        writer = BulkWriter(conn, source="oai")
+        bar = _Progress(progress, None, 0, "records")
+        try:
+            async for page in source.pages(resumption_token=token):
+                papers = list(page.papers)
+                if limit is not None:
+                    papers = papers[: max(0, limit - stats.records)]
+                # The token saved with a page names the NEXT page: resuming never re-reads a committed page.
+                writer.write(papers, stats, checkpoint=(key, page.resumption_token or ""))
+                stats.records += len(papers)
+                stats.bad += page.skipped
+                bar.update(stats.records, stats.records)
+                if limit is not None and stats.records >= limit:
+                    break
+                if not page.resumption_token:
+                    stats.done = True
+        finally:
+            bar.close()
+    finally:
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        conn.close()
+
+
+def run_backfill(settings: Settings, *, snapshot: str | None, oai: bool, limit: int | None, json_out: bool) -> int:
+    """`paperboy backfill`: returns the exit code; Ctrl-C keeps every committed batch and says how to resume."""
+    stats = BackfillStats()
+    t0 = time.monotonic()
+    show = not json_out and os.isatty(2)
+    try:
+        if snapshot:
+            if not Path(snapshot).is_file():
+                print(f"paperboy: no snapshot file at {snapshot}")
+                return 1
+            stats = backfill_snapshot(settings.db, snapshot, limit=limit, progress=show)
+        elif oai:
+            asyncio.run(_backfill_oai(settings, stats, limit, show))
+    except KeyboardInterrupt:
+        stats.seconds = time.monotonic() - t0
+        print(f"\nStopped after {stats.records:,} records; every finished batch is saved. Run the same command "
+              "again to resume where it stopped.")
+        return 130
+    stats.seconds = stats.seconds or time.monotonic() - t0
+    if json_out:
+        print(json.dumps(stats.as_dict()))
+    else:
+        rate = f" ({stats.records / stats.seconds:,.0f}/s)" if stats.seconds > 0 else ""
+        print(f"Backfilled {stats.records:,} records in {stats.seconds:,.1f}s{rate}: {stats.inserted:,} new, "
+              f"{stats.updated:,} updated, {stats.unchanged:,} unchanged, {stats.bad:,} unreadable."
+              + ("" if stats.done else " Not finished: run it again to continue."))
+    return 0
+
+
+def reindex_db(db_path: Path | str) -> dict[str, Any]:
+    """Rebuild the FTS5 index from the `papers` rows (the store of record) and verify it."""
+    t0 = time.monotonic()
+    conn = open_sync(db_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO papers_fts(papers_fts) VALUES ('rebuild')")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        merge_segments(conn)
+        ok = index_agrees(conn)
+        papers = int(conn.execute("SELECT count(*) FROM papers").fetchone()[0])
+    finally:
+        conn.close()
+    return {"papers": papers, "index_ok": ok, "seconds": round(time.monotonic() - t0, 2)}
+
+
+def index_agrees(conn: sqlite3.Connection) -> bool:
+    """FTS5's own check that every indexed token matches the content rows (rank=1: compare with the content)."""
+    try:
+        conn.execute("INSERT INTO papers_fts(papers_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def reindex(settings: Settings, *, json_out: bool) -> int:
+    result = reindex_db(settings.db)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        state = "agrees with the stored papers" if result["index_ok"] else "STILL DISAGREES (report this)"
+        print(f"Rebuilt the search index over {result['papers']:,} papers in {result['seconds']}s; it {state}.")
+    return 0 if result["index_ok"] else 1
