@@ -209,6 +209,12 @@ class _Parser:
                 return None
             inner = self.parse_unary()
             return Not(inner) if inner is not None else None
+        nxt = self.lx[self.i + 1] if self.i + 1 < len(self.lx) else None
+        if lex.kind == "word" and lex.text == "-" and nxt is not None and nxt.kind in ("(", "phrase"):
+            # The lexer splits `-(a OR b)` and `-"a phrase"` into a lone '-' and what it negates.
+            self.i += 1
+            inner = self.parse_unary()
+            return Not(inner) if inner is not None else None
         if lex.kind == "word" and lex.text.startswith("-") and len(lex.text) > 1:
             self.lx[self.i] = _Lex("word", lex.text[1:])
             inner = self.parse_unary()

@@ -323,6 +323,9 @@ class DiscordPlatform:
                    parent_id: str | None) -> SendOutcome:
         """Deliver one ledger row. Returns the thread id for openers (posts go into it), else the id of the
         first message the reply rendered to."""
+        if self._client.user is None:
+            # Not logged in (yet, or any more): nothing is wrong with the row, so leave it pending.
+            return SendOutcome(ok=False, error="Discord is not connected; will retry")
         try:
             async with asyncio.timeout(self._send_timeout):
                 message_id = await self._deliver(delivery, reply, thread_name, parent_id)
@@ -343,6 +346,9 @@ class DiscordPlatform:
         if delivery.kind == "dm" and (code in (CANNOT_DM_USER, NO_MUTUAL_GUILD) or exc.status == 403):
             return SendOutcome(ok=False, error=f"user does not accept DMs from the bot ({code or exc.status})",
                                permanent=True, unreachable_user=True)
+        if exc.status == 401:
+            # A revoked or rotated token is the operator's problem, not the channel's: keep the row pending.
+            return SendOutcome(ok=False, error="Discord rejected the bot token (401); check DISCORD_TOKEN")
         if code == UNKNOWN_CHANNEL or (exc.status == 404 and code != UNKNOWN_MESSAGE):
             return SendOutcome(ok=False, error=f"channel no longer exists ({text})", permanent=True)
         if code in (MISSING_ACCESS, MISSING_PERMISSIONS) or exc.status == 403:

@@ -181,6 +181,7 @@ class FakeDiscord:
         self.followups: dict[str, list[Json]] = {}  # token -> followup messages
         self.identifies = 0
         self.last_identify: Json | None = None
+        self.resumes = 0
         self.deleted_originals: list[str] = []
         self._ids = itertools.count(950000000000000000)
         self._nonces: dict[tuple[int, str], Json] = {}
@@ -347,11 +348,14 @@ class FakeDiscord:
             response = await self._answer(request, rec, m.groupdict(), handler)
             rec.status = response.status
             self._write_record(rec)
-            async with self._changed:
-                self._changed.notify_all()
+            await self._notify()
             return response
         self.violations.append(f"no such route in the fake: {request.method} {path}")
         return self._error(404, 0, "404: Not Found")
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _answer(self, request: web.Request, rec: Recorded, params: dict[str, str],
                       handler: Handler) -> web.Response:
@@ -592,8 +596,11 @@ class FakeDiscord:
                         "relationships": [], "presences": [], "shard": [0, 1],
                     })
                     await self._send(ws, "GUILD_CREATE", self.guild_payload())
+                    await self._notify()
                 elif op == 6:
+                    self.resumes += 1
                     await self._send(ws, "RESUMED", {})
+                    await self._notify()
         finally:
             with contextlib.suppress(ValueError):
                 self._sockets.remove(ws)
@@ -602,6 +609,11 @@ class FakeDiscord:
     async def _send(self, ws: web.WebSocketResponse, event: str, data: Json) -> None:
         self._seq += 1
         await ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+
+    async def drop_connections(self, code: int = 4000) -> None:
+        """Close every gateway socket, as Discord does on a restart: the client must resume."""
+        for ws in list(self._sockets):
+            await ws.close(code=code, message=b"fake restart")
 
     async def dispatch(self, event: str, data: Json) -> None:
         for ws in list(self._sockets):

@@ -172,3 +172,13 @@ async def test_unsubscribe_autocompletes_from_the_service(platform: DiscordPlatf
     (user, arg, current) = service.completions[0]
     assert (user.id, arg, current) == (str(USER_ID), "subscription", "diff")
     assert service.commands == []  # autocomplete is not a command
+
+
+async def test_commands_keep_working_after_the_gateway_drops(platform: DiscordPlatform, fake: FakeDiscord,
+                                                             service: FakeService) -> None:
+    await fake.drop_connections()
+    await fake.wait_for(lambda: fake.resumes == 1 and bool(fake._sockets), timeout=10)
+    token = await fake.interact("help")
+    await fake.wait_answered(token)
+    assert fake.identifies == 1  # resumed, not a new session
+    assert [c.name for c in service.commands] == ["help"]

@@ -284,3 +284,32 @@ async def test_bot_identity_owns_the_threads(platform: DiscordPlatform, fake: Fa
     out = await platform.send(opener(TEXT_ID), OPENER, thread_name=NAME, parent_id=None)
     assert out.message_id is not None
     assert fake.channels[int(out.message_id)]["owner_id"] == str(BOT_ID)
+
+
+async def test_openers_with_many_cards_put_the_rest_in_the_thread(platform: DiscordPlatform,
+                                                                  fake: FakeDiscord) -> None:
+    reply = Reply(text="Today", cards=tuple(card(i) for i in range(14)))
+    for channel_id in (TEXT_ID, FORUM_ID):
+        out = await platform.send(opener(channel_id), reply, thread_name=NAME, parent_id=None)
+        assert out.ok and out.message_id is not None
+        thread_msgs = fake.messages[int(out.message_id)]
+        if channel_id == TEXT_ID:
+            assert [len(m["embeds"]) for m in fake.messages[TEXT_ID]] == [10]
+            assert [len(m["embeds"]) for m in thread_msgs] == [4]
+        else:
+            assert [len(m["embeds"]) for m in thread_msgs] == [10, 4]
+
+
+async def test_a_revoked_token_keeps_rows_pending(platform: DiscordPlatform, fake: FakeDiscord) -> None:
+    fake.fail("POST", rf"/channels/{TEXT_ID}/messages$", 401, message="401: Unauthorized")
+    out = await platform.send(opener(TEXT_ID), OPENER, thread_name=NAME, parent_id=None)
+    assert not out.ok and not out.permanent and out.error and TOKEN not in out.error
+
+
+async def test_send_before_start_is_retryable(fake: FakeDiscord) -> None:
+    from tests.adapters.discord.conftest import FakeService, MemoryMeta, make_settings
+
+    idle = DiscordPlatform(make_settings(fake), FakeService(), MemoryMeta())
+    out = await idle.send(opener(TEXT_ID), OPENER, thread_name=NAME, parent_id=None)
+    assert not out.ok and not out.permanent
+    assert fake.requests == []
