@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
+import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import TextIO
 
 from bot.commands import parse_line
@@ -52,11 +55,14 @@ class ConsolePlatform:
     name = "console"
 
     def __init__(self, service: CommandService | None = None, out: TextIO | None = None,
-                 user: UserRef | None = None) -> None:
+                 user: UserRef | None = None, transcript: Path | None = None) -> None:
         self.service = service
         self.out = out or sys.stdout
         self.user = user or console_user()
         self._count = 0
+        # Optional JSON-lines record of every delivered message with its ledger key: what "the console
+        # received", so a resend after a crash can be recognised (the console's nonce) and tests can compare.
+        self.transcript = transcript
 
     async def start(self) -> None:
         return None
@@ -72,6 +78,10 @@ class ConsolePlatform:
                    parent_id: str | None) -> SendOutcome:
         self._count += 1
         mid = f"console-{delivery.id}"
+        if delivery.attempts > 1 and self._already_delivered(delivery.key):
+            # An earlier attempt got out before a crash could mark it sent: do not print it again.
+            return SendOutcome(ok=True, message_id=mid)
+        self._record(delivery, mid)
         if delivery.kind == "opener":
             self._print(f"\n━━ #{delivery.target.split(':')[-1]} · thread «{thread_name or ''}» ━━")
             self._print(render_text(reply))
@@ -82,6 +92,30 @@ class ConsolePlatform:
             self._print(f"\n✉ DM to {delivery.target.split(':')[-1]}:")
             self._print(textwrap.indent(render_text(reply), "  "))
         return SendOutcome(ok=True, message_id=mid)
+
+    def _record(self, delivery: Delivery, mid: str) -> None:
+        if self.transcript is None:
+            return
+        line = json.dumps({"key": delivery.key, "kind": delivery.kind, "target": delivery.target,
+                           "message_id": mid, "paper_ids": list(delivery.paper_ids)}, ensure_ascii=False)
+        # One write(2) of one whole line on an O_APPEND file: a kill leaves the line either there or not.
+        fd = os.open(self.transcript, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def _already_delivered(self, key: str) -> bool:
+        if self.transcript is None or not self.transcript.exists():
+            return False
+        with self.transcript.open(encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    if json.loads(raw).get("key") == key:
+                        return True
+                except ValueError:
+                    continue
+        return False
 
     def command(self, line: str) -> Command:
         name, args = parse_line(line)

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TextIO
 
 from adapters.console import CONSOLE_CHANNEL, ConsolePlatform
@@ -20,7 +20,7 @@ from bot.deps import Config, Deps
 from bot.digest import plan_thread
 from bot.handlers import HANDLERS
 from bot.ingest import IngestReport, route_new, run_source, store_papers
-from bot.models import ChannelRule, Command, FetchResult, Reply, UserRef
+from bot.models import ChannelRule, Command, FetchResult, Paper, Reply, UserRef
 from bot.ports import ChatPlatform, Clock, PaperSource
 from bot.sample import load_sample
 from bot.scheduler import Job, Scheduler, SystemClock
@@ -78,6 +78,8 @@ class App:
     sources: list[PaperSource] = field(default_factory=list)
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
     _http: object | None = None
+    enricher: Callable[[Sequence[str]], Awaitable[list[Paper]]] | None = None
+    last_fresh_day: date | None = None
     _old_clients: list[object] = field(default_factory=list)
 
     async def open(self) -> App:
@@ -87,6 +89,8 @@ class App:
                          config_from(self.settings), kick=self._kick.set)
         router = Router(HANDLERS, RateLimiter(self.settings.commands_per_minute))
         self.service = AppService(router, self.deps)
+        fresh = await self.deps.status.get_meta("rss:last_fresh_day")
+        self.last_fresh_day = date.fromisoformat(fresh) if fresh else None
         return self
 
     async def close(self) -> None:
@@ -115,7 +119,8 @@ class App:
 
             platforms["slack"] = SlackPlatform(st, self.service)
         if not platforms:
-            platforms["console"] = ConsolePlatform(self.service, console_out or self.out)
+            platforms["console"] = ConsolePlatform(self.service, console_out or self.out,
+                                                   transcript=st.console_log)
         self.platforms = platforms
         return platforms
 
@@ -132,7 +137,15 @@ class App:
         self._http = client
         sources: list[PaperSource] = [ArxivRssSource(client, self.settings), HfDailySource(client, self.settings)]
         if not probe:
+            from adapters.sources.arxiv_api import ArxivApiSource
+
+            api = ArxivApiSource(client, self.settings)
+
+            async def by_ids(ids: Sequence[str]) -> list[Paper]:
+                return list((await api.by_ids(ids)).papers)
+
             self.sources = sources
+            self.enricher = by_ids
         return sources
 
     # ------------------------------------------------------------ flows
@@ -145,9 +158,26 @@ class App:
     async def ingest(self, sources: Sequence[PaperSource] | None = None) -> list[IngestReport]:
         reports = []
         for source in sources if sources is not None else self.sources:
-            reports.append(await run_source(self.d, source))
+            report = await run_source(self.d, source)
+            reports.append(report)
+            if source.name == "rss" and report.outcome in ("ok", "quiet") and report.feed_day is not None:
+                self.last_fresh_day = report.feed_day
+                await self.d.status.set_meta("rss:last_fresh_day", report.feed_day.isoformat())
+            if source.name == "rss" and report.new_ids and self.enricher is not None:
+                reports.append(await self.enrich(report.new_ids))
+        # Routing comes after enrichment, so channels and alerts see primary categories and comments too.
         await route_new(self.d)
         return reports
+
+    async def enrich(self, ids: Sequence[str]) -> IngestReport:
+        """The RSS feed lacks the primary category, v1 time and comments: ask the arXiv API for them."""
+        assert self.enricher is not None
+        try:
+            papers = await self.enricher(ids)
+        except Exception as exc:  # enrichment is a nicety: the papers are already stored and will be posted
+            log.warning("arXiv API enrichment failed: %s", exc)
+            return IngestReport("api", "error", 0, 0, 0, f"enrichment failed: {str(exc)[:200]}")
+        return await store_papers(self.d, FetchResult("api", tuple(papers), detail="enrichment by id"))
 
     async def ingest_papers(self, result: FetchResult) -> IngestReport:
         report = await store_papers(self.d, result)
@@ -222,12 +252,14 @@ class App:
             await self.digest_tick(now)
 
         def poll_next(now: datetime) -> datetime:
-            return min(calendar.next_feed_poll(now, last_fresh_day=None),
+            if st.ingest_every_seconds is not None:
+                return now + timedelta(seconds=st.ingest_every_seconds)
+            return min(calendar.next_feed_poll(now, last_fresh_day=self.last_fresh_day),
                        now + timedelta(minutes=max(5, st.ingest_every_minutes)))
 
         return [
             Job("ingest", poll_next, poll),
-            Job("digest", lambda now: now + timedelta(seconds=60), digest),
+            Job("digest", lambda now: now + timedelta(seconds=st.digest_tick_seconds), digest),
         ]
 
     async def run(self, *, stdin: TextIO | None = None, stop: asyncio.Event | None = None,

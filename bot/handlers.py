@@ -115,7 +115,8 @@ async def unsubscribe(cmd: Command, deps: Deps) -> Reply:
         return replies.info("You have no alerts.")
     arg = cmd.args.strip()
     target = None
-    if arg.lstrip("#").isdigit():
+    # isdigit() alone accepts '²', which int() refuses: only ASCII digits are a number here.
+    if arg.lstrip("#").isascii() and arg.lstrip("#").isdigit():
         n = int(arg.lstrip("#"))
         if 1 <= n <= len(subs):
             target = subs[n - 1]
@@ -231,7 +232,7 @@ async def settings(cmd: Command, deps: Deps) -> Reply:
                                      "America/New_York.")
             changes["timezone"] = value
         elif key == "cap":
-            if not value.isdigit() or not 1 <= int(value) <= 100:
+            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 100:
                 return replies.error("`cap` takes a number from 1 to 100.")
             changes["cap"] = int(value)
         elif key == "weekends":

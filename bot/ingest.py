@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from bot import replies
 from bot.deps import Deps
@@ -26,6 +26,8 @@ class IngestReport:
     new: int
     updated: int
     detail: str = ""
+    feed_day: date | None = None
+    new_ids: tuple[str, ...] = ()
 
     def line(self) -> str:
         text = f"{self.source}: {self.outcome}, {self.fetched} fetched, {self.new} new, {self.updated} updated"
@@ -43,7 +45,7 @@ async def store_papers(deps: Deps, result: FetchResult, *, route: bool = True) -
     now = deps.clock.now()
     upsert = await deps.papers.upsert(result.papers, source=result.source, seen_at=now, route=route)
     report = IngestReport(result.source, result.outcome, len(result.papers), len(upsert.new), len(upsert.updated),
-                          result.detail)
+                          result.detail, result.feed_day, upsert.new)
     await deps.status.record_fetch(SourceStatus(result.source, now, result.outcome, len(result.papers),
                                                 report.line()))
     return report

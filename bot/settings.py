@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         alias="PAPERBOY_USER_AGENT",
     )
     offline: bool = Field(default=False, alias="PAPERBOY_OFFLINE")
+    # Test and operations knobs (the crash harness runs the real service fast); defaults are the production ones.
+    console_log: Path | None = Field(default=None, alias="PAPERBOY_CONSOLE_LOG")
+    digest_tick_seconds: float = Field(default=60.0, gt=0, alias="PAPERBOY_DIGEST_TICK_SECONDS")
+    ingest_every_seconds: float | None = Field(default=None, gt=0, alias="PAPERBOY_INGEST_SECONDS")
 
     discord_api_base: str | None = Field(default=None, alias="DISCORD_API_BASE")
     discord_gateway_url: str | None = Field(default=None, alias="DISCORD_GATEWAY_URL")
@@ -44,7 +48,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "discord_token", "discord_guild_id", "slack_bot_token", "slack_app_token", "slack_signing_secret",
-        "discord_api_base", "discord_gateway_url", "slack_api_url", mode="before",
+        "discord_api_base", "discord_gateway_url", "slack_api_url", "console_log", "ingest_every_seconds",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, v: object) -> object:

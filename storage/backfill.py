@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing as mp
 import os
+import queue as queue_mod
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,15 +168,45 @@ class _Progress:
             self.bar.stop()
 
 
-def _batched(items: Iterable[tuple[int, Paper]], size: int) -> Iterator[list[tuple[int, Paper]]]:
-    batch: list[tuple[int, Paper]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
+def _parse_worker(path: str, start: int, batch_size: int, out: Any) -> None:
+    """In a child process: parse the snapshot and hand batches over; parsing JSON is half the work of a
+    backfill, so it runs on the second core while the parent writes."""
+    from adapters.sources.snapshot import SnapshotStats, iter_snapshot
+
+    stats = SnapshotStats()
+    batch: list[Paper] = []
+    last = start
+    for offset, paper in iter_snapshot(path, start, stats=stats):
+        batch.append(paper)
+        last = offset
+        if len(batch) >= batch_size:
+            out.put((last, batch, stats.bad, stats.last_error))
             batch = []
-    if batch:
-        yield batch
+    out.put((last, batch, stats.bad, stats.last_error))
+    out.put(None)
+
+
+def _parsed_batches(path: Path, start: int, batch_size: int) -> Iterator[tuple[int, list[Paper], int, str]]:
+    """(offset after the batch, papers, bad lines so far, last error), parsed in a child process."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue(maxsize=3)  # bounded: the reader never runs more than a few batches ahead (memory)
+    proc = ctx.Process(target=_parse_worker, args=(str(path), start, batch_size, queue), daemon=True)
+    proc.start()
+    try:
+        while True:
+            try:
+                item = queue.get(timeout=5)
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the snapshot reader stopped (exit code {proc.exitcode})") from None
+                continue
+            if item is None:
+                return
+            yield item
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=5)
 
 
 def backfill_snapshot(
@@ -188,8 +220,6 @@ def backfill_snapshot(
     optimize: bool = True,
 ) -> BackfillStats:
     """Stream a snapshot file into the database, resuming from its checkpoint. Returns the counts."""
-    from adapters.sources.snapshot import SnapshotStats, iter_snapshot
-
     path = Path(snapshot)
     stats = BackfillStats()
     t0 = time.monotonic()
@@ -200,20 +230,22 @@ def backfill_snapshot(
         start = int(_meta_get(conn, key) or 0)
         stats.resumed_from = start or None
         writer = BulkWriter(conn, source="snapshot")
-        snap_stats = SnapshotStats()
         size = path.stat().st_size
         bar = _Progress(progress, size, start, "bytes")
         try:
-            records = iter_snapshot(path, start, stats=snap_stats)
-            for batch in _batched(records, batch_size):
-                if limit is not None and stats.records + len(batch) > limit:
-                    batch = batch[: max(0, limit - stats.records)]
-                    if not batch:
-                        break
-                writer.write([p for _, p in batch], stats, checkpoint=(key, str(batch[-1][0])))
-                stats.records += len(batch)
-                stats.bad = snap_stats.bad
-                bar.update(batch[-1][0], stats.records)
+            for offset, papers, bad, last_error in _parsed_batches(path, start, batch_size):
+                if limit is not None and stats.records + len(papers) > limit:
+                    # Cut the batch short: its checkpoint must then be the offset after the last kept record,
+                    # which only the reader knows per record; stop here without a checkpoint for the rest.
+                    papers = papers[: max(0, limit - stats.records)]
+                    offset = -1
+                stats.bad = bad
+                if last_error:
+                    stats.errors[-1:] = [last_error]
+                if papers or offset >= 0:
+                    writer.write(papers, stats, checkpoint=(key, str(offset)) if offset >= 0 else None)
+                stats.records += len(papers)
+                bar.update(max(offset, 0), stats.records)
                 if on_batch is not None:
                     on_batch(stats)
                 if limit is not None and stats.records >= limit:
@@ -222,9 +254,6 @@ def backfill_snapshot(
                 stats.done = True
         finally:
             bar.close()
-        stats.bad = snap_stats.bad
-        if snap_stats.last_error:
-            stats.errors.append(snap_stats.last_error)
         if optimize and stats.inserted:
             merge_segments(conn)
     finally:

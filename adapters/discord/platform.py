@@ -132,10 +132,10 @@ class DiscordPlatform:
         try:
             await asyncio.wait_for(self._client.login(self._token), self._ready_timeout)
         except discord.LoginFailure as exc:
-            await self._client.close()
+            await self.stop()
             raise DiscordStartError("Discord rejected the bot token (401); check DISCORD_TOKEN") from exc
         except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            await self._client.close()
+            await self.stop()
             raise DiscordStartError(f"could not log in to Discord: {self._scrub(str(exc)) or type(exc).__name__}") \
                 from exc
         await self._sync_commands()
@@ -255,9 +255,14 @@ class DiscordPlatform:
         so a private reply to a public defer first removes that message."""
         ephemeral = deferred_ephemeral or reply.private
         try:
+            messages = render_reply(reply)
+        except Exception:
+            log.exception("discord: could not render a reply")
+            messages = [MessagePayload(content="Sorry, the answer could not be shown; it has been logged.")]
+        try:
             if reply.private and not deferred_ephemeral:
                 await interaction.delete_original_response()
-            for message in render_reply(reply):
+            for message in messages:
                 await interaction.followup.send(
                     content=message.content or MISSING, embeds=list(message.embeds), ephemeral=ephemeral,
                     allowed_mentions=discord.AllowedMentions.none())

@@ -210,7 +210,7 @@ class SlackPlatform:
             # Explicit "" keeps bolt from reading SLACK_SIGNING_SECRET behind our back; HTTP is only served
             # when a secret is configured, so verification never runs with an empty one.
             signing_secret=Settings.secret(self._settings.slack_signing_secret) or "",
-            logger=logging.getLogger("paperboy.slack.bolt"),
+            logger=_bolt_logger(),
         )
 
         async def on_papers(
@@ -525,6 +525,24 @@ class SlackPlatform:
         if status >= 500:
             return SendOutcome(ok=False, error=f"Slack server error (HTTP {status}): {error}", retry_after=retry_after)
         return SendOutcome(ok=False, error=scrub(f"Slack error: {error}"), retry_after=retry_after)
+
+
+class _DropTokenFromEnvWarning(logging.Filter):
+    """bolt reads SLACK_BOT_TOKEN from the environment on its own and then warns that it ignores it in favour of
+    our client and authorize function. That is the intended setup, so the warning would only confuse operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return (
+            "`token` will be unused" not in message and "SLACK_BOT_TOKEN env variable) will be ignored" not in message
+        )
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("paperboy.slack.bolt")
+    if not any(isinstance(f, _DropTokenFromEnvWarning) for f in logger.filters):
+        logger.addFilter(_DropTokenFromEnvWarning())
+    return logger
 
 
 def _describe(exc: BaseException) -> str:

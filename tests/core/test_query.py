@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from bot.matching import Standing, doc_of, match_papers
@@ -316,6 +316,7 @@ def test_fts5_search_equals_the_reference_matcher(sqlite_loop: tuple[asyncio.Abs
     assume(parsed)
     for query in parsed:
         expected = {pid for pid, doc in docs.items() if matches(query, doc)}
+        event("matched " + ("none" if not expected else "all" if len(expected) == len(docs) else "some"))
         result = loop.run_until_complete(stores.papers.search(query, limit=100, count=True))
         assert result.error is None, (query.text, result.error)
         got = {h.paper.arxiv_id for h in result.hits}

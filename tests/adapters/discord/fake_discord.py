@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-SPEC_PATH = Path("/work/shared/specs/discord-openapi.json")
+# The shared specs sit next to the repository (../shared), as for the source fixtures.
+SPEC_PATH = Path(os.environ.get("DISCORD_OPENAPI_SPEC")
+                 or Path(__file__).resolve().parents[4] / "shared" / "specs" / "discord-openapi.json")
 API_PREFIX = "/api/v10"
 TOKEN = "fake-bot-token.not-a-secret"
 

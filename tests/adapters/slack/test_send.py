@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from adapters.slack.platform import METADATA_EVENT, SingleTokenSource
+from adapters.slack.platform import METADATA_EVENT, SingleTokenSource, SlackPlatform
 from bot.models import Card, Delivery, DeliveryState, Reply, Visibility
-from tests.adapters.slack.conftest import PlatformFactory
+from tests.adapters.slack.conftest import PlatformFactory, RecordingService, make_settings
 from tests.adapters.slack.fake_slack import BOT_TOKEN, TEAM_ID, Failure, FakeSlack, Posted
 
 CHANNEL = "C0PAPERS"
@@ -397,3 +398,14 @@ async def test_reconcile_survives_a_skewed_or_naive_ledger_clock(
     first = await platform.send(row, Reply("o"), thread_name="t", parent_id=None)
     again = await platform.send(replace(row, attempts=2), Reply("o"), thread_name="t", parent_id=None)
     assert again.message_id == first.message_id and len(with_key(fake, "thread:skew")) == 1
+
+
+async def test_no_bolt_token_warning_when_the_token_is_in_the_environment(
+    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    with caplog.at_level(logging.WARNING):
+        platform = SlackPlatform(make_settings(fake, http=False), RecordingService(), post_interval=0)
+    assert [r.getMessage() for r in caplog.records if "token" in r.getMessage()] == []
+    outcome = await platform.send(delivery("a", "opener"), Reply("x"), thread_name=None, parent_id=None)
+    assert outcome.ok
