@@ -172,7 +172,8 @@ def daily_thread(rule: ChannelRule, day: date, papers: Sequence[Paper]) -> Daily
         hint = _search_hint(rule, day)
         listing = ", ".join(p.arxiv_id for p in rest[:40]) + (" …" if len(rest) > 40 else "")
         posts.append(ThreadPost(
-            key="more",
+            # Named after its first paper: a second plan the same day adds its own line instead of colliding.
+            key=f"more:{rest[0].arxiv_id}",
             reply=Reply(text=f"…and {hidden} more ({listing}). See them all with `/papers search {hint}`.",
                         visibility=Visibility.CHANNEL),
             paper_ids=tuple(p.arxiv_id for p in rest),

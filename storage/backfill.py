@@ -82,28 +82,44 @@ class BulkWriter:
         self._insert_trigger: str | None = trig[0] if trig else None
 
     def write(self, papers: Sequence[Paper], stats: BackfillStats, *, checkpoint: tuple[str, str] | None) -> None:
-        incoming: dict[str, Paper] = {}
-        for p in papers:
-            prev = incoming.get(p.arxiv_id)
-            incoming[p.arxiv_id] = merge_paper(prev, p) if prev else p
+        self.write_prepared(Prepared.of(papers), stats, checkpoint=checkpoint)
+
+    def write_prepared(self, batch: Prepared, stats: BackfillStats, *, checkpoint: tuple[str, str] | None) -> None:
+        # One record per id per batch: the later record wins, merged with the earlier (as upsert does).
+        slot: dict[str, int] = {}
+        values = list(batch.values)
+        merged_in: dict[int, Paper] = {}
+        keep: list[int] = []
+        for i, pid in enumerate(batch.ids):
+            j = slot.get(pid)
+            if j is None:
+                slot[pid] = len(keep)
+                keep.append(i)
+                continue
+            prev = merged_in.get(keep[j]) or batch.paper(keep[j])
+            both = merge_paper(prev, batch.paper(i))
+            merged_in[i] = both
+            values[i] = paper_values(both)
+            keep[j] = i
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            ids = [batch.ids[i] for i in keep]
             existing: dict[str, Paper] = {}
-            ids = list(incoming)
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
+            for k in range(0, len(ids), 500):
+                chunk = ids[k : k + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(f"SELECT {PAPER_COLUMNS} FROM papers WHERE arxiv_id IN ({marks})", chunk):
                     existing[row[0]] = paper_from_row(row)
             inserts: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
-            for pid, paper in incoming.items():
+            for i in keep:
+                pid = batch.ids[i]
                 old = existing.get(pid)
                 if old is None:
-                    inserts.append((*paper_values(paper), self.seen, self.seen, 1))
+                    inserts.append((*values[i], self.seen, self.seen, 1))
                     continue
-                merged = merge_paper(old, paper)
+                merged = merge_paper(old, merged_in.get(i) or batch.paper(i))
                 if merged == old:
                     stats.unchanged += 1
                     continue
@@ -122,7 +138,7 @@ class BulkWriter:
             conn.executemany(
                 "INSERT INTO paper_sources(arxiv_id, source, first_seen, last_seen) VALUES (?,?,?,?) "
                 "ON CONFLICT(arxiv_id, source) DO UPDATE SET last_seen=excluded.last_seen",
-                [(pid, self.source, self.seen, self.seen) for pid in incoming],
+                [(pid, self.source, self.seen, self.seen) for pid in ids],
             )
             if checkpoint is not None:
                 _meta_set(conn, *checkpoint)
@@ -132,6 +148,32 @@ class BulkWriter:
             raise
         stats.inserted += len(inserts)
         stats.updated += len(updates)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch ready to write: ids and row values computed up front (in a worker process for snapshots).
+
+    The full Paper is only needed to merge with a stored or repeated record, which is rare in a backfill, so a
+    snapshot batch carries the raw JSON line and re-parses just those few.
+    """
+
+    ids: list[str]
+    values: list[tuple[Any, ...]]
+    papers: list[Paper] | None = None
+    raw: list[bytes] | None = None
+
+    @classmethod
+    def of(cls, papers: Sequence[Paper]) -> Prepared:
+        return cls([p.arxiv_id for p in papers], [paper_values(p) for p in papers], list(papers))
+
+    def paper(self, i: int) -> Paper:
+        if self.papers is not None:
+            return self.papers[i]
+        from adapters.sources.snapshot import parse_snapshot_line
+
+        assert self.raw is not None
+        return parse_snapshot_line(self.raw[i])
 
 
 class _Progress:
@@ -168,45 +210,97 @@ class _Progress:
             self.bar.stop()
 
 
-def _parse_worker(path: str, start: int, batch_size: int, out: Any) -> None:
-    """In a child process: parse the snapshot and hand batches over; parsing JSON is half the work of a
-    backfill, so it runs on the second core while the parent writes."""
-    from adapters.sources.snapshot import SnapshotStats, iter_snapshot
+def _parse_worker(inbox: Any, outbox: Any) -> None:
+    """In a child process: parse chunks of snapshot lines into row values. Parsing JSON and normalising text is
+    more than half the work of a backfill, so it runs on the other cores while the parent writes."""
+    from adapters.sources.http import ParseError
+    from adapters.sources.snapshot import parse_snapshot_line
 
-    stats = SnapshotStats()
-    batch: list[Paper] = []
-    last = start
-    for offset, paper in iter_snapshot(path, start, stats=stats):
-        batch.append(paper)
-        last = offset
-        if len(batch) >= batch_size:
-            out.put((last, batch, stats.bad, stats.last_error))
-            batch = []
-    out.put((last, batch, stats.bad, stats.last_error))
-    out.put(None)
-
-
-def _parsed_batches(path: Path, start: int, batch_size: int) -> Iterator[tuple[int, list[Paper], int, str]]:
-    """(offset after the batch, papers, bad lines so far, last error), parsed in a child process."""
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue(maxsize=3)  # bounded: the reader never runs more than a few batches ahead (memory)
-    proc = ctx.Process(target=_parse_worker, args=(str(path), start, batch_size, queue), daemon=True)
-    proc.start()
-    try:
-        while True:
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        end, lines = item
+        batch = Prepared([], [], None, [])
+        bad = 0
+        error = ""
+        for line in lines:
             try:
-                item = queue.get(timeout=5)
-            except queue_mod.Empty:
-                if not proc.is_alive():
-                    raise RuntimeError(f"the snapshot reader stopped (exit code {proc.exitcode})") from None
+                paper = parse_snapshot_line(line)
+            except ParseError as exc:
+                bad += 1
+                error = str(exc)
                 continue
-            if item is None:
-                return
+            batch.ids.append(paper.arxiv_id)
+            batch.values.append(paper_values(paper))
+            assert batch.raw is not None
+            batch.raw.append(line)
+        outbox.put((end, batch, bad, error))
+
+
+def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[int, list[bytes]]]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        offset = start
+        chunk: list[bytes] = []
+        for line in handle:
+            offset += len(line)
+            if line.strip():
+                chunk.append(line)
+            if len(chunk) >= size:
+                yield offset, chunk
+                chunk = []
+        if chunk:
+            yield offset, chunk
+
+
+def _parsed_batches(path: Path, start: int, batch_size: int, workers: int = 2
+                    ) -> Iterator[tuple[int, Prepared, int, str]]:
+    """(offset after the batch, prepared rows, bad lines, last error) in file order, parsed by `workers`
+    child processes in round robin. Each worker has at most two chunks in flight: memory stays bounded."""
+    ctx = mp.get_context("fork")
+    inboxes = [ctx.Queue(maxsize=2) for _ in range(workers)]
+    outboxes = [ctx.Queue(maxsize=2) for _ in range(workers)]
+    procs = [ctx.Process(target=_parse_worker, args=(inboxes[w], outboxes[w]), daemon=True) for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    chunks = _line_chunks(path, start, batch_size)
+    in_flight = 0
+    try:
+        for w in range(workers):  # prime: every worker gets one chunk before we wait on any
+            nxt = next(chunks, None)
+            if nxt is None:
+                break
+            inboxes[w].put(nxt)
+            in_flight += 1
+        k = 0
+        while in_flight:
+            w = k % workers
+            while True:
+                try:
+                    item = outboxes[w].get(timeout=5)
+                    break
+                except queue_mod.Empty:
+                    if not procs[w].is_alive():
+                        raise RuntimeError(f"a snapshot reader stopped (exit code {procs[w].exitcode})") from None
+            in_flight -= 1
+            nxt = next(chunks, None)
+            if nxt is not None:
+                inboxes[w].put(nxt)  # refill before writing, so parsing overlaps the write
+                in_flight += 1
+            k += 1
             yield item
     finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(timeout=5)
+        for w, proc in enumerate(procs):
+            if proc.is_alive():
+                try:
+                    inboxes[w].put_nowait(None)
+                except queue_mod.Full:
+                    pass
+                proc.join(timeout=1)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(timeout=5)
 
 
 def backfill_snapshot(
@@ -233,18 +327,20 @@ def backfill_snapshot(
         size = path.stat().st_size
         bar = _Progress(progress, size, start, "bytes")
         try:
-            for offset, papers, bad, last_error in _parsed_batches(path, start, batch_size):
-                if limit is not None and stats.records + len(papers) > limit:
-                    # Cut the batch short: its checkpoint must then be the offset after the last kept record,
-                    # which only the reader knows per record; stop here without a checkpoint for the rest.
-                    papers = papers[: max(0, limit - stats.records)]
-                    offset = -1
-                stats.bad = bad
+            for offset, batch, bad, last_error in _parsed_batches(path, start, batch_size):
+                n = len(batch.ids)
+                if limit is not None and stats.records + n > limit:
+                    # A cut batch has no byte offset to resume from; keep the previous checkpoint, so a later
+                    # run re-reads this batch and merges the part already stored (merging is idempotent).
+                    keep = max(0, limit - stats.records)
+                    assert batch.raw is not None
+                    batch = Prepared(batch.ids[:keep], batch.values[:keep], None, batch.raw[:keep])
+                    n, offset = keep, -1
+                stats.bad += bad
                 if last_error:
                     stats.errors[-1:] = [last_error]
-                if papers or offset >= 0:
-                    writer.write(papers, stats, checkpoint=(key, str(offset)) if offset >= 0 else None)
-                stats.records += len(papers)
+                writer.write_prepared(batch, stats, checkpoint=(key, str(offset)) if offset >= 0 else None)
+                stats.records += n
                 bar.update(max(offset, 0), stats.records)
                 if on_batch is not None:
                     on_batch(stats)

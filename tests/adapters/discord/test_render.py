@@ -188,3 +188,10 @@ def test_thread_name_always_valid(name: str) -> None:
     out = clamp_thread_name(name)
     assert 1 <= len(out) <= 100
     assert "\n" not in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_escaping_only_adds_backslashes(text: str) -> None:
+    # Discord drops a backslash before punctuation, so this is exactly what readers see.
+    assert re.sub(r"\\(.)", r"\1", escape_markdown(text), flags=re.DOTALL) == text
