@@ -77,6 +77,8 @@ class App:
     platforms: dict[str, ChatPlatform] = field(default_factory=dict)
     sources: list[PaperSource] = field(default_factory=list)
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
+    # One delivery run at a time: two concurrent runs read the same pending rows and would both send them.
+    _delivering: asyncio.Lock = field(default_factory=asyncio.Lock)
     _http: object | None = None
     enricher: Callable[[Sequence[str]], Awaitable[list[Paper]]] | None = None
     last_fresh_day: date | None = None
@@ -202,7 +204,8 @@ class App:
                 timezone=self.settings.timezone))
 
     async def deliver(self) -> DeliveryReport:
-        return await deliver_pending(self.d, self.platforms)
+        async with self._delivering:
+            return await deliver_pending(self.d, self.platforms)
 
     async def digest_tick(self, now: datetime) -> int:
         """Plan every channel whose post time has come since it last posted (catching up once after downtime)."""

@@ -245,6 +245,8 @@ class _Parser:
                 nxt = self.peek()
                 if nxt is not None and nxt.kind == "phrase":  # ti:"graph neural"
                     self.i += 1
+                    if column not in TEXT_COLUMNS:  # cat:"cs.LG", since:"2026-01": a filter, not a text column
+                        return self.field(column, nxt.text)
                     return self.leaf(nxt.text, column, nxt.prefix)
                 raise QueryError(f"`{field}:` needs something after it, e.g. `{field}:{_example(column)}`.")
             return self.field(column, rest)

@@ -485,3 +485,14 @@ async def test_no_input_makes_a_handler_raise(bot: Bot, name: str, args: str, ad
         Command(name, args, ALICE, CHANNEL if in_channel else None, is_admin=admin), bot.deps)
     assert isinstance(reply, Reply)
     assert not oops(reply), (name, args, reply.text)
+
+
+async def test_a_failing_notice_lookup_still_answers(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    async def down(user: UserRef) -> str | None:
+        raise OSError("database is locked")
+
+    bot.deps.subscriptions.take_notice = down  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        reply = await bot.say("search graph")
+    assert not reply.is_error and reply.cards
+    assert any(r.exc_info for r in caplog.records)

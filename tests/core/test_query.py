@@ -339,8 +339,47 @@ def test_inverted_index_matcher_equals_the_reference_matcher(corpus: list[Paper]
             standing.append(Standing(f"s{i}", query))
     assume(standing)
     got = match_papers(corpus, standing)
+    docs = {p.arxiv_id: doc_of(p) for p in corpus}
     for s in standing:
-        expected = [p.arxiv_id for p in corpus if matches(s.query, doc_of(p))]
+        expected = [p.arxiv_id for p in corpus if matches(s.query, docs[p.arxiv_id])]
         assert [p.arxiv_id for p, _ in got.get(s.key, [])] == expected, s.query.text
         for paper, terms in got.get(s.key, []):
-            assert terms == matched_terms(s.query, doc_of(paper))
+            assert terms == matched_terms(s.query, docs[paper.arxiv_id])
+
+
+_SOUP = st.lists(st.sampled_from(['"', "*", "(", ")", "-", "NOT", "OR", "AND", "NEAR(", "ti:", "au:", "abs:", "cat:",
+                                  "cs.LG", "graph", "networks", "diffusion", "model*", "turing", "café", "x-ray",
+                                  "'", ";", "\u200d", "🙂", "since:3d"]),
+                 min_size=1, max_size=14)
+
+FIXED_CORPUS = [
+    Paper("2611.00001", "Graph networks", "Diffusion on graph networks.", ("Alan Turing",), ("cs.LG",),
+          announced=TODAY),
+    Paper("2611.00002", "Diffusion models", "A café x-ray model.", ("Émile Borel",), ("cs.CV",),
+          announced=TODAY - timedelta(days=10)),
+    Paper("2611.00003", "Modeling networks", "Neural networks.", ("Ada Lovelace",), ("stat.ML", "cs.LG"),
+          announced=None),
+]
+
+
+@given(pieces=_SOUP, gaps=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_operator_soup_runs_in_sqlite_and_agrees(sqlite_loop: tuple[asyncio.AbstractEventLoop, Stores],
+                                                 pieces: list[str], gaps: list[str]) -> None:
+    loop, stores = sqlite_loop
+    if not loop.run_until_complete(stores.papers.count()):
+        loop.run_until_complete(_load(stores, FIXED_CORPUS))
+    query = _check_query("".join(p + g for p, g in zip(pieces, gaps, strict=False)))
+    assume(query is not None)
+    assert query is not None
+    result = loop.run_until_complete(stores.papers.search(query, limit=100))
+    assert result.error is None, (query.text, result.error)
+    expected = {p.arxiv_id for p in FIXED_CORPUS if matches(query, doc_of(p))}
+    assert {h.paper.arxiv_id for h in result.hits} == expected, (query.text, query.root)
+
+
+def test_quoted_filter_values_are_filters() -> None:
+    assert q('cat:"cs.LG"').root == Category("cs.LG")
+    assert q('x since:"2026-01"').since == date(2026, 1, 1)
+    with pytest.raises(QueryError, match="not an arXiv category"):
+        q('cat:"graph neural"')

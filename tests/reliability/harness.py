@@ -35,6 +35,7 @@ from bot.models import ChannelRef, ChannelRule, UserRef
 from tests.reliability.source_fake import SourceFake
 
 SUBSCRIPTIONS = ("language model", "reinforcement OR diffusion", "ti:learning")
+ALERT_USERS = 6  # users with alerts, so an alert run is several DMs and kills land inside one
 DEFAULT_CI_POINTS = 12
 
 
@@ -67,6 +68,11 @@ class Receiver:
     channel: ChannelRef
     user: UserRef
 
+    def users(self, count: int) -> list[UserRef]:
+        """Users who get alerts; the first is `user`."""
+        return [self.user, *(UserRef(self.user.platform, f"reader{i}", f"reader{i}", self.user.workspace)
+                             for i in range(1, count))]
+
     def env(self) -> dict[str, str]:
         raise NotImplementedError
 
@@ -78,6 +84,18 @@ class Receiver:
 
     async def stop(self) -> None:
         return None
+
+    async def ready(self, bot: BotProcess) -> None:
+        """Wait until the fresh process can take a command (the console reads stdin at once)."""
+        return None
+
+    async def request_post(self, bot: BotProcess) -> None:
+        """An admin's `post`: plan this channel's pending thread now."""
+        await bot.say("post")
+
+    async def finish(self, bot: BotProcess) -> int:
+        """End the last life cleanly; returns the exit code."""
+        return await bot.finish()
 
 
 class ConsoleReceiver(Receiver):
@@ -185,16 +203,22 @@ def bot_env(workdir: Path, db: Path, source: SourceFake, extra: dict[str, str]) 
     return env
 
 
-async def prepare_db(db: Path, channel: ChannelRef, user: UserRef, *, post_time: str) -> None:
-    """The channel follows everything (so every announced paper is expected there) and the user has alerts."""
+def user_queries(index: int) -> tuple[str, ...]:
+    """User `index`'s alerts: every user a different mix, so their DMs differ."""
+    return tuple(q for j, q in enumerate(SUBSCRIPTIONS) if (index + j) % 2 == 0 or j == index % len(SUBSCRIPTIONS))
+
+
+async def prepare_db(db: Path, channel: ChannelRef, users: Sequence[UserRef], *, post_time: str) -> None:
+    """The channel follows everything (so every announced paper is expected there) and the users have alerts."""
     from storage.sqlite import Stores
 
     stores = await Stores.open(db)
     try:
         await stores.channels.set_rule(ChannelRule(channel, categories=(), query=None, post_time=post_time,
                                                    timezone="UTC", cap=100, weekends=True))
-        for q in SUBSCRIPTIONS:
-            await stores.subscriptions.add(user, q, at=datetime.now(UTC))
+        for i, user in enumerate(users):
+            for q in user_queries(i):
+                await stores.subscriptions.add(user, q, at=datetime.now(UTC))
     finally:
         await stores.close()
 
@@ -261,6 +285,16 @@ class BotProcess:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
 
+    async def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM: the service stops its loops and exits 0."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            await self.kill()
+            return -9
+
     async def finish(self, timeout: float = 60.0) -> int:
         """End of input: the console adapter delivers what is planned and exits."""
         assert self.proc is not None and self.proc.stdin is not None
@@ -305,7 +339,7 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
     try:
         # A scheduled post a little later, so the digest tick also fires inside the run when it lasts that long.
         slot = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%H:%M")
-        await prepare_db(db, receiver.channel, receiver.user, post_time=slot)
+        await prepare_db(db, receiver.channel, receiver.users(ALERT_USERS), post_time=slot)
         env = bot_env(workdir, db, source, receiver.env())
         for life in range(kill_points + 1):
             if life > 0 and _has_all(db, source.current().announced) and rng.random() < 0.7:
@@ -316,25 +350,31 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
             life_started = datetime.now(UTC).isoformat()
             before = len(receiver.received())
             await bot.start()
-            await bot.say("post")
+            await receiver.ready(bot)
+            await receiver.request_post(bot)
             if life == kill_points:
+                # This life's start-up ingest first (the database may look quiet before it), then quiescence.
+                await _wait_until(lambda: unfinished_work(db, life_started) != "ingest", timeout=60, step=0.05)
                 await _wait_until(lambda: _quiet(db), timeout=60, step=0.1)
-                await bot.say("post")
+                await receiver.request_post(bot)
                 await asyncio.sleep(0.3)
                 await _wait_until(lambda: _quiet(db), timeout=30, step=0.1)
-                code = await bot.finish()
+                code = await receiver.finish(bot)
                 clean_exit = code == 0
                 if not clean_exit:
                     raise AssertionError(f"last life exited with {code}:\n{bot.stderr()[-3000:]}")
                 break
-            if rng.random() < 0.5:
-                delay = rng.uniform(0.05, 2.5)
-                point = KillPoint(life, "delay", f"{delay:.3f}s")
+            mode = rng.choice(("delay", "after-messages", "after-dms"))
+            if mode == "delay":
+                delay = rng.uniform(0.05, 1.5)
+                point = KillPoint(life, mode, f"{delay:.3f}s")
                 await asyncio.sleep(delay)
             else:
-                count = rng.randint(1, 40)
-                point = KillPoint(life, "after-messages", str(count))
-                await _wait_until(lambda: len(receiver.received()) - before >= count, timeout=6.0)
+                kinds = ("dm",) if mode == "after-dms" else ("opener", "post", "dm")
+                count = rng.randint(1, ALERT_USERS - 1 if mode == "after-dms" else 30)
+                point = KillPoint(life, mode, str(count))
+                await _wait_until(lambda: sum(1 for r in receiver.received()[before:] if r.kind in kinds) >= count,
+                                  timeout=3.0)
                 await asyncio.sleep(rng.uniform(0, 0.004))
             await bot.kill()
             point.messages_in_life = len(receiver.received()) - before
@@ -358,7 +398,7 @@ async def judge(db: Path, source: SourceFake, receiver: Receiver, *, seed: int, 
     key_counts = Counter(r.key for r in got)
     duplicates = sorted(k for k, n in key_counts.items() if n > 1)
     channel_papers = Counter(p for r in got if r.kind != "dm" for p in r.paper_ids)
-    dm_papers = Counter(p for r in got if r.kind == "dm" for p in r.paper_ids)
+    dm_papers = Counter(f"{r.target} {p}" for r in got if r.kind == "dm" for p in r.paper_ids)
     duplicates += sorted(f"paper {p} posted {n}x" for p, n in channel_papers.items() if n > 1)
     expected = source.expected_announced()
     missing = sorted(expected - set(channel_papers))
@@ -369,8 +409,11 @@ async def judge(db: Path, source: SourceFake, receiver: Receiver, *, seed: int, 
     try:
         papers = await stores.papers.get_many(sorted(expected))
         today = datetime.now(UTC).date()
-        hits = match_papers(papers, [Standing(f"s{i}", parse(q, today=today)) for i, q in enumerate(SUBSCRIPTIONS)])
-        should_alert = {p.arxiv_id for found in hits.values() for p, _ in found}
+        should_alert: set[str] = set()
+        for i, user in enumerate(receiver.users(ALERT_USERS)):
+            standing = [Standing(f"s{j}", parse(q, today=today)) for j, q in enumerate(user_queries(i))]
+            hits = match_papers(papers, standing)
+            should_alert |= {f"{user.key} {p.arxiv_id}" for found in hits.values() for p, _ in found}
         rows = await stores.db.fetchall("SELECT key, state, message_id, kind, target FROM deliveries")
     finally:
         await stores.close()
@@ -378,13 +421,13 @@ async def judge(db: Path, source: SourceFake, receiver: Receiver, *, seed: int, 
     dup_alerts = sorted(p for p, n in dm_papers.items() if n > 1)
     ledger = {str(r[0]): (str(r[1]), r[2]) for r in rows}
     mismatches = []
-    got_ids = {r.key: r.message_id for r in got}
+    got_ids = {r.key: r.message_id for r in got if "#" not in r.key}
     for key, (state, mid) in ledger.items():
         if state == "sent" and got_ids.get(key) != mid:
             mismatches.append(f"{key}: ledger says sent as {mid}, receiver has {got_ids.get(key)}")
         if state != "sent":
             mismatches.append(f"{key}: left {state}")
-    for key in got_ids:
+    for key in {r.key.split("#")[0] for r in got}:
         if key not in ledger:
             mismatches.append(f"{key}: received but not in the ledger")
     conn = sqlite3.connect(str(db))
