@@ -119,7 +119,7 @@ class App:
         if st.slack_bot_token:
             from adapters.slack.platform import SlackPlatform
 
-            platforms["slack"] = SlackPlatform(st, self.service)
+            platforms["slack"] = SlackPlatform(st, self.service, post_interval=st.slack_post_interval)
         if not platforms:
             platforms["console"] = ConsolePlatform(self.service, console_out or self.out,
                                                    transcript=st.console_log)
@@ -203,9 +203,9 @@ class App:
                 CONSOLE_CHANNEL, categories=self.settings.category_list, post_time=self.settings.digest_time,
                 timezone=self.settings.timezone))
 
-    async def deliver(self) -> DeliveryReport:
+    async def deliver(self, stop: asyncio.Event | None = None) -> DeliveryReport:
         async with self._delivering:
-            return await deliver_pending(self.d, self.platforms)
+            return await deliver_pending(self.d, self.platforms, stop=stop.is_set if stop is not None else None)
 
     async def digest_tick(self, now: datetime) -> int:
         """Plan every channel whose post time has come since it last posted (catching up once after downtime)."""
@@ -234,7 +234,7 @@ class App:
         while not stop.is_set():
             self._kick.clear()
             try:
-                await self.deliver()
+                await self.deliver(stop)
             except Exception:
                 log.exception("delivery run failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -8,7 +8,7 @@ the platform then reconciles (Discord nonce, Slack metadata) instead of posting 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from bot import replies
@@ -42,10 +42,19 @@ def user_of(target: str) -> UserRef:
     return UserRef(platform, ident, workspace=workspace)
 
 
-async def deliver_pending(deps: Deps, platforms: Mapping[str, ChatPlatform]) -> DeliveryReport:
+async def deliver_pending(
+    deps: Deps, platforms: Mapping[str, ChatPlatform], *, stop: Callable[[], bool] | None = None
+) -> DeliveryReport:
+    """Send what is pending. `stop` is checked between messages: SIGTERM ends the run after the message in
+    flight, never in the middle of one."""
     sent = failed = skipped = waiting = 0
     blocked: set[str] = set()  # targets that failed in this run: keep their order, let the others go on
-    for row in await deps.ledger.pending():
+    # Per configured platform: rows for a platform that is not running (a token removed) stay pending, and
+    # must not fill the page and starve the platforms that are.
+    rows = [row for name in platforms for row in await deps.ledger.pending(name)]
+    for row in rows:
+        if stop is not None and stop():
+            break
         platform = platforms.get(row.platform)
         if platform is None or row.target in blocked:
             waiting += 1

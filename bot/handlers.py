@@ -26,6 +26,13 @@ def _is_category(word: str) -> bool:
     return bool(CATEGORY.fullmatch(word)) and word.split(".", 1)[0] in KNOWN_ARCHIVES
 
 
+def _category_name(word: str) -> str:
+    """arXiv's spelling: lower-case archive, subject class as written (cs.LG, math.AG, astro-ph.CO)."""
+    archive, dot, sub = word.partition(".")
+    return archive.lower() + dot + (sub.upper() if archive.lower() in ("cs", "math", "econ", "eess", "q-bio",
+                                                                        "q-fin", "stat") else sub)
+
+
 async def search(cmd: Command, deps: Deps) -> Reply:
     try:
         query = deps.parse(cmd.args)
@@ -61,11 +68,18 @@ async def today(cmd: Command, deps: Deps) -> Reply:
                  visibility=Visibility.CHANNEL)
 
 
-async def show(cmd: Command, deps: Deps) -> Reply:
+def _paper_arg(cmd: Command) -> str | Reply:
+    """The versionless arXiv id a command names, or the error reply that explains the input."""
     try:
-        arxiv_id, _ = split_arxiv_id(cmd.args.split()[0])
+        return split_arxiv_id(cmd.args.split()[0])[0]
     except ValueError as exc:
         return replies.error(str(exc))
+
+
+async def show(cmd: Command, deps: Deps) -> Reply:
+    arxiv_id = _paper_arg(cmd)
+    if isinstance(arxiv_id, Reply):
+        return arxiv_id
     paper = await deps.papers.get(arxiv_id)
     if paper is None:
         return replies.error(f"I don't have arXiv:{arxiv_id}. It may be newer than the last fetch or outside "
@@ -154,8 +168,8 @@ async def follow(cmd: Command, deps: Deps) -> Reply:
     if isinstance(channel, Reply):
         return channel
     words = cmd.args.split()
-    if words and all(_is_category(w) for w in words):
-        categories, query_text = tuple(dict.fromkeys(words)), None
+    if words and all(_is_category(_category_name(w)) for w in words):
+        categories, query_text = tuple(dict.fromkeys(_category_name(w) for w in words)), None
     else:
         categories, query_text = (), cmd.args.strip()
         try:
@@ -176,11 +190,15 @@ async def follow(cmd: Command, deps: Deps) -> Reply:
         weekends=old.weekends if old else False,
         paused_reason=None,
     )
+    try:
+        # Check the whole rule before saving it: a rule routing cannot parse would silently post nothing.
+        q = rule_query(rule, deps.clock.now())
+    except QueryError as exc:
+        return replies.error(f"This channel can't follow that: {exc}")
     await deps.channels.set_rule(rule)
     # Queue the latest announcement's matching papers, so `post` shows something right away.
     queued = 0
     day = await deps.papers.latest_announced()
-    q = rule_query(rule, deps.clock.now())
     if day is not None and q is not None:
         result = await deps.papers.search(replace(q, since=day), limit=100, order="recent")
         ids = [h.paper.arxiv_id for h in result.hits]
@@ -298,10 +316,9 @@ async def status(cmd: Command, deps: Deps) -> Reply:
 
 
 async def why(cmd: Command, deps: Deps) -> Reply:
-    try:
-        arxiv_id, _ = split_arxiv_id(cmd.args.split()[0])
-    except ValueError as exc:
-        return replies.error(str(exc))
+    arxiv_id = _paper_arg(cmd)
+    if isinstance(arxiv_id, Reply):
+        return arxiv_id
     paper = await deps.papers.get(arxiv_id)
     if paper is None:
         return replies.info(f"I have never seen arXiv:{arxiv_id}: no source has delivered it yet (it may be newer "
