@@ -224,7 +224,12 @@ class Router:
             log.exception("command %s failed", spec.name)
             return replies.error(f"Sorry, `{spec.name}` failed on our side. It has been logged; please try "
                                  "again later.")
-        notice = await deps.subscriptions.take_notice(command.user)
+        try:
+            notice = await deps.subscriptions.take_notice(command.user)
+        except Exception:
+            # The answer matters more than the notice, which stays owed and comes with a later command.
+            log.exception("taking the notice for %s failed", command.user.key)
+            notice = None
         if notice:
             reply = replies.with_notice(reply, notice)
         return reply

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     console_log: Path | None = Field(default=None, alias="PAPERBOY_CONSOLE_LOG")
     digest_tick_seconds: float = Field(default=60.0, gt=0, alias="PAPERBOY_DIGEST_TICK_SECONDS")
     ingest_every_seconds: float | None = Field(default=None, gt=0, alias="PAPERBOY_INGEST_SECONDS")
+    # Seconds between two Slack posts to one channel (Slack allows about one message per second per channel).
+    slack_post_interval: float = Field(default=1.0, ge=0, alias="PAPERBOY_SLACK_POST_INTERVAL")
 
     discord_api_base: str | None = Field(default=None, alias="DISCORD_API_BASE")
     discord_gateway_url: str | None = Field(default=None, alias="DISCORD_GATEWAY_URL")

@@ -10,6 +10,7 @@ written and the other is not. Backfilled papers are stored `routed=1`: history n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -25,10 +26,12 @@ from typing import Any
 from bot.models import Paper
 from bot.settings import Settings
 from storage.db import open_sync
+from storage.search_index import rebuild_vocab_sync, refresh_vocab_sync
 from storage.sqlite import INSERT_PAPER, PAPER_COLUMNS, UPDATE_PAPER, merge_paper, paper_from_row, paper_values
 
-BATCH = 20_000
+BATCH = 5_000
 FTS_COLUMNS = "title, abstract, authors, cats"
+_FTS_VALUE_INDEXES = (2, 3, 4, 7)  # title, abstract, authors, cats in storage.sqlite.paper_values
 
 
 @dataclass(slots=True)
@@ -80,6 +83,9 @@ class BulkWriter:
         self.seen = (seen_at or datetime.now(UTC)).isoformat()
         trig = conn.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='papers_ai'").fetchone()
         self._insert_trigger: str | None = trig[0] if trig else None
+        trig = conn.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='papers_vocab_ai'").fetchone()
+        self._vocab_trigger: str | None = trig[0] if trig else None
+        self._known_terms: set[str] = set()  # terms this writer already put in search_vocab
 
     def write(self, papers: Sequence[Paper], stats: BackfillStats, *, checkpoint: tuple[str, str] | None) -> None:
         self.write_prepared(Prepared.of(papers), stats, checkpoint=checkpoint)
@@ -126,13 +132,23 @@ class BulkWriter:
                 updates.append((*paper_values(merged)[1:], self.seen, pid))
             if inserts:
                 first = int(conn.execute("SELECT coalesce(max(id), 0) FROM papers").fetchone()[0]) + 1
+                # With the batch's terms at hand (tokenised by the parser processes), they go straight into the
+                # prefix vocabulary in this same transaction instead of marking every new row for a later fold.
+                skip_dirty = batch.terms is not None and self._vocab_trigger is not None
                 if self._insert_trigger:
                     conn.execute("DROP TRIGGER papers_ai")
+                if skip_dirty:
+                    conn.execute("DROP TRIGGER papers_vocab_ai")
                 conn.executemany(INSERT_PAPER, inserts)
                 conn.execute(f"INSERT INTO papers_fts(rowid, {FTS_COLUMNS}) SELECT id, {FTS_COLUMNS} FROM papers "
                              "WHERE id >= ?", (first,))
                 if self._insert_trigger:
                     conn.execute(self._insert_trigger)
+                if skip_dirty:
+                    assert self._vocab_trigger is not None and batch.terms is not None
+                    conn.execute(self._vocab_trigger)
+                    fresh = [t for t in batch.terms if t not in self._known_terms]
+                    conn.executemany("INSERT OR IGNORE INTO search_vocab(term) VALUES (?)", [(t,) for t in fresh])
             if updates:
                 conn.executemany(UPDATE_PAPER, updates)  # the update trigger keeps FTS5 in step
             conn.executemany(
@@ -146,6 +162,8 @@ class BulkWriter:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if inserts and batch.terms is not None:
+            self._known_terms.update(batch.terms)
         stats.inserted += len(inserts)
         stats.updated += len(updates)
 
@@ -162,6 +180,7 @@ class Prepared:
     values: list[tuple[Any, ...]]
     papers: list[Paper] | None = None
     raw: list[bytes] | None = None
+    terms: list[str] | None = None  # every index term of the batch's rows, when the producer computed them
 
     @classmethod
     def of(cls, papers: Sequence[Paper]) -> Prepared:
@@ -210,14 +229,24 @@ class _Progress:
             self.bar.stop()
 
 
-def _parse_worker(inbox: Any, outbox: Any) -> None:
+def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
     """In a child process: parse chunks of snapshot lines into row values. Parsing JSON and normalising text is
-    more than half the work of a backfill, so it runs on the other cores while the parent writes."""
+    more than half the work of a backfill, so it runs on the other cores while the parent writes.
+
+    Waits are short and check the parent: a parent killed outright (kill -9) must not leave workers behind."""
     from adapters.sources.http import ParseError
     from adapters.sources.snapshot import parse_snapshot_line
+    from bot.matching import FastTokenizer
+    from bot.text import Tokenizer
 
+    tokens = FastTokenizer(Tokenizer())  # FTS5's exact tokens; a fresh in-memory tokenizer in this process
     while True:
-        item = inbox.get()
+        try:
+            item = inbox.get(timeout=1)
+        except queue_mod.Empty:
+            if os.getppid() != parent:
+                os._exit(0)  # not return: the queue's feeder thread would wait forever on a dead reader
+            continue
         if item is None:
             return
         end, lines = item
@@ -235,7 +264,17 @@ def _parse_worker(inbox: Any, outbox: Any) -> None:
             batch.values.append(paper_values(paper))
             assert batch.raw is not None
             batch.raw.append(line)
-        outbox.put((end, batch, bad, error))
+        terms: set[str] = set()
+        for stream in tokens.tokenize_many([v[k] for v in batch.values for k in _FTS_VALUE_INDEXES]):
+            terms.update(stream)
+        batch.terms = sorted(terms)
+        while True:
+            try:
+                outbox.put((end, batch, bad, error), timeout=1)
+                break
+            except queue_mod.Full:
+                if os.getppid() != parent:
+                    os._exit(0)
 
 
 def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[int, list[bytes]]]:
@@ -257,11 +296,12 @@ def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[int, list[
 def _parsed_batches(path: Path, start: int, batch_size: int, workers: int = 2
                     ) -> Iterator[tuple[int, Prepared, int, str]]:
     """(offset after the batch, prepared rows, bad lines, last error) in file order, parsed by `workers`
-    child processes in round robin. Each worker has at most two chunks in flight: memory stays bounded."""
+    child processes in round robin. Each worker has at most one chunk queued each way: memory stays bounded."""
     ctx = mp.get_context("fork")
-    inboxes = [ctx.Queue(maxsize=2) for _ in range(workers)]
-    outboxes = [ctx.Queue(maxsize=2) for _ in range(workers)]
-    procs = [ctx.Process(target=_parse_worker, args=(inboxes[w], outboxes[w]), daemon=True) for w in range(workers)]
+    inboxes = [ctx.Queue(maxsize=1) for _ in range(workers)]
+    outboxes = [ctx.Queue(maxsize=1) for _ in range(workers)]
+    procs = [ctx.Process(target=_parse_worker, args=(inboxes[w], outboxes[w], os.getpid()), daemon=True)
+             for w in range(workers)]
     for proc in procs:
         proc.start()
     chunks = _line_chunks(path, start, batch_size)
@@ -293,10 +333,8 @@ def _parsed_batches(path: Path, start: int, batch_size: int, workers: int = 2
     finally:
         for w, proc in enumerate(procs):
             if proc.is_alive():
-                try:
+                with contextlib.suppress(queue_mod.Full):
                     inboxes[w].put_nowait(None)
-                except queue_mod.Full:
-                    pass
                 proc.join(timeout=1)
                 if proc.is_alive():
                     proc.terminate()
@@ -334,7 +372,7 @@ def backfill_snapshot(
                     # run re-reads this batch and merges the part already stored (merging is idempotent).
                     keep = max(0, limit - stats.records)
                     assert batch.raw is not None
-                    batch = Prepared(batch.ids[:keep], batch.values[:keep], None, batch.raw[:keep])
+                    batch = Prepared(batch.ids[:keep], batch.values[:keep], None, batch.raw[:keep], batch.terms)
                     n, offset = keep, -1
                 stats.bad += bad
                 if last_error:
@@ -352,6 +390,7 @@ def backfill_snapshot(
             bar.close()
         if optimize and stats.inserted:
             merge_segments(conn)
+        refresh_vocab_sync(conn)  # rows merged into (updates) were marked; fold them in now
     finally:
         conn.close()
     stats.seconds = time.monotonic() - t0
@@ -360,7 +399,7 @@ def backfill_snapshot(
 
 def merge_segments(conn: sqlite3.Connection) -> None:
     """Merge FTS5's segments into one b-tree: queries then read one doclist per term instead of dozens."""
-    conn.execute(f"INSERT INTO papers_fts(papers_fts) VALUES ('optimize')")
+    conn.execute("INSERT INTO papers_fts(papers_fts) VALUES ('optimize')")
 
 
 async def _backfill_oai(settings: Settings, stats: BackfillStats, limit: int | None, progress: bool) -> None:
@@ -441,6 +480,7 @@ def reindex_db(db_path: Path | str) -> dict[str, Any]:
             conn.execute("ROLLBACK")
             raise
         merge_segments(conn)
+        rebuild_vocab_sync(conn)
         ok = index_agrees(conn)
         papers = int(conn.execute("SELECT count(*) FROM papers").fetchone()[0])
     finally:

@@ -27,9 +27,10 @@ from bot.models import (
     UserRef,
 )
 from bot.ports import UpsertResult
-from bot.query import Query, to_fts
+from bot.query import Query
 from bot.text import authors_text, category_tokens
 from storage.db import DatabaseError, open_async
+from storage.search_index import SearchPlanner
 
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
@@ -192,6 +193,7 @@ class Database:
 class SqlitePaperStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._planner = SearchPlanner(db)
 
     async def upsert(
         self, papers: Sequence[Paper], *, source: str, seen_at: datetime, route: bool = True
@@ -272,7 +274,9 @@ class SqlitePaperStore:
     async def search(
         self, query: Query, *, limit: int = 10, offset: int = 0, order: str = "rank", count: bool = False
     ) -> SearchResult:
+        """Ranked or newest-first search; the plan and the ranking are defined in storage.search_index."""
         limit = max(1, min(limit, 100))
+        offset = max(0, offset)
         params: list[Any] = []
         where = []
         if query.since is not None:
@@ -287,23 +291,25 @@ class SqlitePaperStore:
                 total = None
                 if count:
                     total = int((await self.db.fetchone(f"SELECT count(*) FROM papers p{cond}", params))[0])
-            else:
-                match = to_fts(query.root)
-                cond = "papers_fts MATCH ?" + "".join(" AND " + w for w in where)
-                order_by = "score" if order == "rank" else "p.published DESC, p.id DESC"
-                sql = (f"SELECT {_prefixed(PAPER_COLUMNS)}, bm25(papers_fts, {BM25_WEIGHTS}) AS score "
-                       f"FROM papers_fts JOIN papers p ON p.id = papers_fts.rowid WHERE {cond} "
-                       f"ORDER BY {order_by} LIMIT ? OFFSET ?")
-                rows = await self.db.fetchall(sql, [match, *params, limit, offset])
-                total = None
-                if count:
-                    csql = f"SELECT count(*) FROM papers_fts JOIN papers p ON p.id = papers_fts.rowid WHERE {cond}"
-                    total = int((await self.db.fetchone(csql, [match, *params]))[0])
+                hits = tuple(SearchHit(paper_from_row(r), 0.0) for r in rows)
+                return SearchResult(hits, total=total, notes=query.notes)
+            planner = self._planner
+            match = await planner.compile(query)
+            if not isinstance(match, str):  # a prefix that no stored word starts with
+                return SearchResult((), total=0 if count else None, notes=query.notes)
+            ranked = await planner.run(query, match, limit=limit, offset=offset, order=order, count=count)
+            found: dict[int, Paper] = {}
+            ids = [i for i, _ in ranked.ids]
+            if ids:
+                marks = ",".join("?" * len(ids))
+                for row in await self.db.fetchall(f"SELECT id, {PAPER_COLUMNS} FROM papers WHERE id IN ({marks})",
+                                                  ids):
+                    found[int(row[0])] = paper_from_row(row[1:])
         except sqlite3.OperationalError as exc:
             # Our compiler should never produce an invalid MATCH; if it does, the user still gets an answer.
             return SearchResult((), error=f"That query could not be run ({str(exc)[:80]}); try simpler words.")
-        hits = tuple(SearchHit(paper_from_row(r), -float(r[-1] or 0.0)) for r in rows)
-        return SearchResult(hits, total=total, notes=query.notes)
+        hits = tuple(SearchHit(found[i], score) for i, score in ranked.ids if i in found)
+        return SearchResult(hits, total=ranked.total, notes=query.notes)
 
     async def count(self) -> int:
         return int((await self.db.fetchone("SELECT count(*) FROM papers"))[0])

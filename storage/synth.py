@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-HEAD_WORDS = (
+HEAD_WORDS = (  # noqa: SIM905 (one string reads better than 300 quoted words)
     "the of and a in to we is for that on with this by are as an be from model learning our which can these "
     "results using show data method based network neural it paper approach new propose two performance such "
     "deep training problem at also networks models methods framework its has or used between than their both "
@@ -130,10 +130,13 @@ class Corpus:
         return START_DAY + timedelta(days=(i * span) // max(1, self.n))
 
     def papers(self, start: int = 0) -> Iterator[SynthPaper]:
+        """Papers from index `start` (a multiple of CHUNK: each chunk has its own seed) to the end."""
+        if start % CHUNK:
+            raise ValueError(f"start must be a multiple of {CHUNK}")
         per_month: dict[tuple[int, int], int] = {}
         rng = random.Random()
         for i in range(start, self.n):
-            if i == start or i % CHUNK == 0:
+            if i % CHUNK == 0:
                 # One seed per chunk of papers: reseeding per paper costs more than drawing it.
                 rng.seed(self.seed * 1_000_003 + i // CHUNK)
             day = self.day_of(i)
@@ -185,13 +188,14 @@ class Corpus:
 def subscription_texts(n: int, seed: int = 99, vocab: Vocabulary | None = None) -> list[str]:
     """`n` alert queries of 1-3 terms: words, two-word phrases, some prefixes, negations and categories.
 
-    Terms come from the vocabulary past its 300 most frequent words: people subscribe to topics
-    ("spintronics", "retrieval augmented"), not to "the" or "model".
+    Terms come from the vocabulary past its 3,000 most frequent words, log-uniformly by rank: people
+    subscribe to topics ("spintronics", "retrieval augmented"), not to "the" or "model", so a typical alert
+    matches a paper or two of a day's thousand, as on arXiv.
     """
     v = vocab or Vocabulary()
     rng = random.Random(seed)
-    words = v.words[300:]
-    cum = list(itertools.accumulate(1.0 / (r + 10.0) for r in range(len(words))))
+    words = v.words[3000:]
+    cum = list(itertools.accumulate(1.0 / (r + 3000.0) for r in range(len(words))))
     cats = [c for c, _ in CATEGORIES]
 
     def word() -> str:
@@ -205,7 +209,8 @@ def subscription_texts(n: int, seed: int = 99, vocab: Vocabulary | None = None) 
             if r < 0.15:
                 parts.append(f'"{word()} {word()}"')
             elif r < 0.20:
-                parts.append(word()[:5] + "*")
+                w = word()
+                parts.append(w[:7] + "*" if len(w) >= 9 else w)
             elif r < 0.25:
                 parts.append(f"ti:{word()}")
             else:

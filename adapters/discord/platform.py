@@ -494,6 +494,8 @@ class DiscordPlatform:
         return text.replace(self._token, "[token]") if self._token else text
 
 
-def _fingerprint(content: str, embeds: Sequence[Mapping[str, Any]]) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """What identifies a message we sent: its text and its embeds' titles and descriptions."""
-    return content, tuple((str(e.get("title") or ""), str(e.get("description") or "")) for e in embeds)
+def _fingerprint(content: str, embeds: Sequence[Mapping[str, Any]]) -> tuple[str, tuple[tuple[str, str, str], ...]]:
+    """What identifies a message we sent: its text and its embeds' titles, descriptions and URLs (two papers
+    can share a title and an abstract; their URLs differ)."""
+    return content, tuple((str(e.get("title") or ""), str(e.get("description") or ""), str(e.get("url") or ""))
+                          for e in embeds)

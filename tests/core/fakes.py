@@ -121,7 +121,7 @@ class FakePaperStore:
         limit = max(1, min(limit, 100))
         found = [p for p in self._papers.values() if matches(query, doc_of(p))]
         scored = [(self._score(query, p), p) for p in found]
-        if order == "recent":
+        if order == "recent" or query.root is None:  # nothing to rank by: newest first, as SQLite does
             scored.sort(key=lambda sp: (sp[1].published or date.min, self._seq[sp[1].arxiv_id]), reverse=True)
         else:
             scored.sort(key=lambda sp: (-sp[0], sp[1].arxiv_id))
@@ -435,6 +435,7 @@ class FakeChatPlatform:
     transient: dict[str, int] = field(default_factory=dict)  # target -> how many calls still fail
     script: list[Script] = field(default_factory=list)  # consulted first; None = carry on
     crash_after_send: set[str] = field(default_factory=set)  # delivery keys: post, then "die" before answering
+    violations: list[str] = field(default_factory=list)  # contract breaches seen by the platform
     started: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -473,7 +474,9 @@ class FakeChatPlatform:
             self.transient[delivery.target] -= 1
             return SendOutcome(ok=False, error="503 Service Unavailable", retry_after=1.0)
         if delivery.kind == "post" and parent_id is None:
-            raise AssertionError(f"post {delivery.key} sent without its opener's id")
+            # Recorded as well as raised: the delivery loop turns exceptions into failed rows.
+            self.violations.append(f"post {delivery.key} sent without its opener's id")
+            raise AssertionError(self.violations[-1])
         mid = f"{self.name}-m{next(self._ids)}"
         self.sent.append(SentMessage(delivery.key, delivery.kind, delivery.target, reply, thread_name, parent_id,
                                      mid))

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.commands import RateLimiter, Router, parse_line
 from bot.delivery import DeliveryReport, deliver_pending
 from bot.deps import Deps
 from bot.digest import PlanReport, plan_thread
 from bot.handlers import HANDLERS
-from bot.ingest import RouteReport, route_new, store_papers
+from bot.ingest import RouteReport, route_new, run_source, store_papers
 from bot.models import (
     ChannelRef,
     ChannelRule,
     Command,
+    Delivery,
     DeliveryState,
     FetchResult,
     Paper,
@@ -94,6 +97,7 @@ class World:
             await conn.executemany("UPDATE papers SET routed=0 WHERE arxiv_id=?", [(pid,) for pid in ids])
 
     def all_sent(self) -> list[SentMessage]:
+        assert self.discord.violations == [] and self.slack.violations == []
         return self.discord.sent + self.slack.sent
 
 
@@ -101,13 +105,15 @@ class World:
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     clock = ManualClock(T0)
     if request.param == "fake":
-        yield World(FakeStores(clock), clock)
-        return
-    stores = await Stores.open(tmp_path / "flows.db")
+        w = World(FakeStores(clock), clock)
+    else:
+        w = World(await Stores.open(tmp_path / "flows.db"), clock)
     try:
-        yield World(stores, clock)
+        yield w
+        # Whatever the test checked, no platform may have seen a post without its opener.
+        assert w.discord.violations == [] and w.slack.violations == []
     finally:
-        await stores.close()
+        await w.stores.close()
 
 
 async def follow_both(w: World, *, cap: int = 30) -> None:
@@ -128,7 +134,7 @@ def posted_papers(messages: Sequence[SentMessage], target: str) -> list[str]:
 
 
 def assert_threads_well_formed(messages: Sequence[SentMessage]) -> None:
-    """Every post went out after its opener, into the opener's message."""
+    """Every post went out after its opener, into the opener's message, and nothing went out twice."""
     openers: dict[str, str] = {}
     for m in messages:
         if m.kind == "opener":
@@ -230,11 +236,12 @@ async def test_one_dm_per_user_per_run_never_the_same_paper_twice(world: World) 
     # Run 2: one new paper for Alice, the old ones again from other sources and as new versions.
     w.clock.advance(days=1)
     new = make_paper("2611.00010", "Graph sampling", announced=DAY + timedelta(days=1))
-    await w.ingest("api", [*PAPERS, new])
     await w.ingest("rss", [replace(p, version=2, announce_type="replace") for p in PAPERS])
-    # Even papers routed a second time (a restored backup, a re-run) are not sent to the same user again.
-    await w.unroute([p.arxiv_id for p in PAPERS])
-    await w.ingest("rss", [])
+    await store_papers(w.deps, FetchResult("api", (*PAPERS, new)))
+    # Even a paper routed a second time (a restored backup, a re-run), in one batch with a new one, is not
+    # sent to the same user again.
+    await w.unroute(["2611.00001"])
+    assert (await route_new(w.deps)).alerts == 1
     await w.deliver()
     assert await w.deliver() == DeliveryReport()
     assert dm_papers(w.discord.sent, ALICE) == [["2611.00001", "2611.00002", "2611.00003"], ["2611.00010"]]
@@ -473,3 +480,89 @@ async def test_outcome_without_message_id_is_not_marked_sent(world: World) -> No
     assert report.sent == 0
     row = (await w.deps.ledger.find(BOB.key, "2611.00004"))[0]
     assert row.state is DeliveryState.FAILED
+
+
+# ---------------------------------------------------------------- chaos: any mix of failures and crashes
+
+FAULTS = st.lists(st.sampled_from(["ok", "ok", "transient", "raise", "crash_before", "crash_after"]), max_size=40)
+
+
+@given(discord_faults=FAULTS, slack_faults=FAULTS)
+@settings(max_examples=120, deadline=None)
+async def test_any_mix_of_failures_and_crashes_delivers_each_message_exactly_once(
+        discord_faults: list[str], slack_faults: list[str]) -> None:
+    clock = ManualClock(T0)
+    w = World(FakeStores(clock), clock)
+    w.deps.config = replace(w.deps.config, max_attempts=1000)
+    await follow_both(w, cap=2)
+    await w.deps.subscriptions.add(ALICE, "graph*", at=T0)
+    await w.deps.subscriptions.add(BOB, "cat:cs.LG", at=T0)
+    for platform, faults in ((w.discord, list(discord_faults)), (w.slack, list(slack_faults))):
+        def chaos(d: Any, faults: list[str] = faults, platform: FakeChatPlatform = platform) -> Any:
+            kind = faults.pop(0) if faults else "ok"
+            if kind == "transient":
+                return SendOutcome(ok=False, error="503 Service Unavailable")
+            if kind == "raise":
+                return RuntimeError("adapter bug")
+            if kind == "crash_before":
+                return SimulatedCrash(d.key)
+            if kind == "crash_after":
+                platform.crash_after_send.add(d.key)
+            return None
+
+        platform.script.append(chaos)
+    await w.ingest("rss", PAPERS)
+    await w.digest(DAY)
+    for _ in range(200):  # every round is a fresh delivery run, as after a restart
+        try:
+            report = await w.deliver()
+        except SimulatedCrash:
+            continue
+        if report == DeliveryReport():
+            break
+    assert await w.deps.ledger.counts() == {"sent": len(w.all_sent())}
+    assert_threads_well_formed(w.discord.sent)
+    assert_threads_well_formed(w.slack.sent)
+    assert sorted(posted_papers(w.discord.sent, LG.key)) == ["2611.00001", "2611.00003"]
+    assert sorted(posted_papers(w.slack.sent, GRAPHS.key)) == ["2611.00001", "2611.00002"]
+    assert dm_papers(w.discord.sent, ALICE) == [["2611.00001", "2611.00002"]]
+    assert dm_papers(w.slack.sent, BOB) == [["2611.00001", "2611.00003"]]
+
+
+async def test_a_failing_source_is_reported_not_raised(world: World) -> None:
+    class Broken:
+        name = "api"
+
+        async def fetch(self, now: Any) -> FetchResult:
+            raise ConnectionError("connection reset by peer")
+
+    class Fine:
+        name = "rss"
+
+        async def fetch(self, now: Any) -> FetchResult:
+            return FetchResult("rss", tuple(PAPERS[:2]))
+
+    w = world
+    broken = await run_source(w.deps, Broken())
+    fine = await run_source(w.deps, Fine())
+    assert broken.outcome == "error" and "ConnectionError: connection reset by peer" in broken.detail
+    assert fine.new == 2
+    statuses = {s.source: s for s in await w.deps.status.fetch_statuses()}
+    assert statuses["api"].outcome == "error" and statuses["rss"].outcome == "ok"
+    status = await w.say(ALICE, "status")
+    assert "• api: error" in status.text and "connection reset" in status.text
+    assert (await route_new(w.deps)).papers == 2
+
+
+async def test_rows_for_a_platform_no_longer_configured_do_not_starve_the_others(world: World) -> None:
+    """A deployment that dropped Slack keeps its Slack users' rows pending; Discord must still get through."""
+    w = world
+    stale = [Delivery(id=0, key=f"dm:old:{i}", platform="teams", target=f"teams:t:u{i}", kind="dm",
+                      state=DeliveryState.PENDING, payload='{"text": "x", "visibility": "private", '
+                      '"is_error": false, "cards": []}') for i in range(1005)]
+    await w.deps.ledger.plan(stale)
+    await w.deps.subscriptions.add(ALICE, "graph*", at=T0)
+    await w.ingest("rss", PAPERS)
+    report = await w.deliver()
+    assert report.sent == 1
+    assert dm_papers(w.discord.sent, ALICE) == [["2611.00001", "2611.00002"]]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from bot.commands import COMMANDS, MAX_ARGS_CHARS, RateLimiter, Router, parse_li
 from bot.deps import Config, Deps
 from bot.handlers import HANDLERS
 from bot.models import ChannelRef, ChannelRule, Command, DeliveryState, Reply, UserRef, Visibility
+from storage.sqlite import Stores
 from tests.core.fakes import DAY, T0, FakeStores, ManualClock, make_deps, make_paper
 
 ALICE = UserRef("discord", "u1", "alice", "g1")
@@ -61,11 +63,21 @@ def make_bot(config: Config | None = None, limiter: RateLimiter | None = None) -
     return Bot(deps, Router(HANDLERS, limiter or RateLimiter(limit=10_000)))
 
 
-@pytest.fixture
-async def bot() -> Bot:
-    b = make_bot()
-    await b.deps.papers.upsert(PAPERS, source="rss", seen_at=T0)
-    return b
+@pytest.fixture(params=["fake", "sqlite"])
+async def bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bot]:
+    """The router over the fakes and, for the same tests, over SQLite: handlers must not care which."""
+    if request.param == "fake":
+        b = make_bot()
+        await b.deps.papers.upsert(PAPERS, source="rss", seen_at=T0)
+        yield b
+        return
+    stores = await Stores.open(tmp_path / "handlers.db")
+    try:
+        b = Bot(make_deps(stores, clock=ManualClock(T0)), Router(HANDLERS, RateLimiter(limit=10_000)))
+        await b.deps.papers.upsert(PAPERS, source="rss", seen_at=T0)
+        yield b
+    finally:
+        await stores.close()
 
 
 def oops(reply: Reply) -> bool:
@@ -403,7 +415,7 @@ async def test_why_in_an_unfollowed_channel_and_for_dms(bot: Bot) -> None:
     assert "follows nothing" in reply.text and "no alerts" in reply.text
     await bot.deps.subscriptions.set_unreachable(ALICE, "DMs closed")
     dm_reply = await bot.say("why 2611.00003", channel=None)
-    assert "can't DM you: DMs closed" in dm_reply.text or "DMs closed" in dm_reply.text
+    assert "I can't DM you: DMs closed." in dm_reply.text
 
 
 async def test_help(bot: Bot) -> None:
@@ -496,3 +508,10 @@ async def test_a_failing_notice_lookup_still_answers(bot: Bot, caplog: pytest.Lo
         reply = await bot.say("search graph")
     assert not reply.is_error and reply.cards
     assert any(r.exc_info for r in caplog.records)
+
+
+async def test_follow_with_too_many_categories_is_refused_before_saving(bot: Bot) -> None:
+    many = " ".join(f"cs.{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(30))
+    reply = await bot.say(f"follow {many}", admin=True)
+    assert reply.is_error and not oops(reply) and "24" in reply.text
+    assert await bot.deps.channels.get_rule(CHANNEL) is None

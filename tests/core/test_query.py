@@ -221,6 +221,8 @@ WORDS = [
     "models", "modeling", "modelling", "transformer", "transformers", "transform", "learning", "learn", "learned",
     "survey", "attention", "café", "cafe", "naïve", "naive", "über", "x-ray", "gpt-4", "3d", "2024", "f1",
     "generalization", "generalisation", "the", "of", "a", "is", "relational", "relate", "running", "ran",
+    # stems that are prefixes of other stems, so prefix and exact matching can be told apart
+    "graphene", "net", "artificial", "art", "learner", "modular", "transit", "trans", "attentive", "surveillance",
 ]
 QUERY_ONLY_WORDS = ["missing", "graphite", "transf", "netw", "diff", "mod", "lear", "surv", "gen"]
 NAMES = ["Ada Lovelace", "Alan Turing", "Émile Borel", "Grace Hopper", "Li Wei", "O'Neil", "van der Berg"]

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ class Receiver:
 
     def env(self) -> dict[str, str]:
         raise NotImplementedError
+
+    def secrets(self) -> tuple[str, ...]:
+        """Tokens the bot is given: none may appear in its output or logs."""
+        return ()
 
     def received(self) -> list[Received]:
         raise NotImplementedError
@@ -147,6 +152,7 @@ class Verdict:
     duplicate_alert_papers: list[str]
     missing_alerts: list[str]
     ledger_mismatches: list[str]
+    leaks: list[str]
     integrity: str
     clean_exit: bool
     elapsed_s: float
@@ -168,6 +174,8 @@ class Verdict:
             out.append(f"{len(self.missing_alerts)} alerts silently dropped: {self.missing_alerts[:5]}")
         if self.ledger_mismatches:
             out.append(f"ledger disagrees with the receiving end: {self.ledger_mismatches[:5]}")
+        if self.leaks:
+            out.append(f"secrets in the bot's output: {self.leaks[:5]}")
         if self.integrity != "ok":
             out.append(f"integrity_check: {self.integrity}")
         if not self.clean_exit:
@@ -185,6 +193,7 @@ class Verdict:
             "alerted_papers": self.alert_papers, "duplicates": len(self.duplicates),
             "missing": len(self.missing_in_channel) + len(self.missing_alerts),
             "ledger_mismatches": len(self.ledger_mismatches), "integrity": self.integrity,
+            "secret_leaks": len(self.leaks),
             "source_requests": self.source_requests, "elapsed_s": round(self.elapsed_s, 1),
         }
 
@@ -266,7 +275,7 @@ class BotProcess:
         out = (self.workdir / f"life-{self.life:03d}.out").open("wb")
         err = (self.workdir / f"life-{self.life:03d}.err").open("wb")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", cwd=self.workdir, env=self.env,
+            sys.executable, "-m", "bot.cli", "--verbose", "run", cwd=self.workdir, env=self.env,
             stdin=asyncio.subprocess.PIPE, stdout=out, stderr=err)
         out.close()
         err.close()
@@ -318,6 +327,14 @@ async def _wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.
     return cond()
 
 
+def _ingested(db: Path, life_started: str) -> bool:
+    return unfinished_work(db, life_started) not in ("ingest", "routing")
+
+
+def _got(receiver: Receiver, before: int, kinds: tuple[str, ...], count: int) -> bool:
+    return sum(1 for r in receiver.received()[before:] if r.kind in kinds) >= count
+
+
 def _quiet(db: Path) -> bool:
     rows = _read(db, "SELECT (SELECT count(*) FROM deliveries WHERE state IN ('pending','failed')),"
                      " (SELECT count(*) FROM papers WHERE routed = 0),"
@@ -336,6 +353,7 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
     await receiver.start()
     points: list[KillPoint] = []
     clean_exit = False
+    bot: BotProcess | None = None
     try:
         # A scheduled post a little later, so the digest tick also fires inside the run when it lasts that long.
         slot = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%H:%M")
@@ -354,11 +372,10 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
             await receiver.request_post(bot)
             if life == kill_points:
                 # This life's start-up ingest first (the database may look quiet before it), then quiescence.
-                await _wait_until(lambda: unfinished_work(db, life_started) != "ingest", timeout=60, step=0.05)
-                await _wait_until(lambda: _quiet(db), timeout=60, step=0.1)
+                await _wait_until(partial(_ingested, db, life_started), timeout=60, step=0.05)
                 await receiver.request_post(bot)
                 await asyncio.sleep(0.3)
-                await _wait_until(lambda: _quiet(db), timeout=30, step=0.1)
+                await _wait_until(lambda: _quiet(db), timeout=60, step=0.1)
                 code = await receiver.finish(bot)
                 clean_exit = code == 0
                 if not clean_exit:
@@ -373,8 +390,7 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
                 kinds = ("dm",) if mode == "after-dms" else ("opener", "post", "dm")
                 count = rng.randint(1, ALERT_USERS - 1 if mode == "after-dms" else 30)
                 point = KillPoint(life, mode, str(count))
-                await _wait_until(lambda: sum(1 for r in receiver.received()[before:] if r.kind in kinds) >= count,
-                                  timeout=3.0)
+                await _wait_until(partial(_got, receiver, before, kinds, count), timeout=3.0)
                 await asyncio.sleep(rng.uniform(0, 0.004))
             await bot.kill()
             point.messages_in_life = len(receiver.received()) - before
@@ -383,6 +399,8 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
         verdict = await judge(db, source, receiver, seed=seed, points=points, clean_exit=clean_exit,
                               started=started)
     finally:
+        if bot is not None and bot.proc is not None and bot.proc.returncode is None:
+            await bot.kill()  # a failing run must not leave a bot process behind
         await receiver.stop()
         await source.stop()
     return verdict
@@ -435,11 +453,38 @@ async def judge(db: Path, source: SourceFake, receiver: Receiver, *, seed: int, 
         integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
     finally:
         conn.close()
+    leaks = []
+    for log_file in sorted(db.parent.glob("life-*.*")):
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+        leaks += [f"{log_file.name}: {s[:6]}…" for s in receiver.secrets() if s in text]
     return Verdict(
         platform=receiver.name, seed=seed, kill_points=points, generations=len(source.served),
         announced=len(expected), channel_messages=sum(1 for r in got if r.kind != "dm"),
         dm_messages=sum(1 for r in got if r.kind == "dm"), alert_papers=len(dm_papers), duplicates=duplicates,
         missing_in_channel=missing, extra_in_channel=extra, duplicate_alert_papers=dup_alerts,
-        missing_alerts=missing_alerts, ledger_mismatches=mismatches, integrity=integrity, clean_exit=clean_exit,
+        missing_alerts=missing_alerts, ledger_mismatches=mismatches, leaks=leaks, integrity=integrity,
+        clean_exit=clean_exit,
         elapsed_s=time.monotonic() - started, source_requests=dict(source.requests),
     )
+
+
+def report(verdict: Verdict) -> None:
+    """`PAPERBOY_CRASH_REPORT=FILE` appends the run's figures as a JSON line (docs/RELIABILITY.md quotes them)."""
+    target = os.environ.get("PAPERBOY_CRASH_REPORT")
+    if target:
+        with Path(target).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(verdict.summary()) + "\n")
+
+
+async def run_and_check(workdir: Path, make_receiver: Callable[[Path], Receiver], *, ci_points: int) -> Verdict:
+    """The crash test of one platform: `PAPERBOY_CRASH_POINTS` kill points (else `ci_points`), then the verdict."""
+    points = kill_points_from_env(ci_points)
+    verdict = await run_harness(workdir, make_receiver, seed=seed_from_env(), kill_points=points)
+    report(verdict)
+    assert verdict.problems == [], json.dumps(verdict.summary(), indent=1)
+    assert len(verdict.kill_points) == points
+    # The run did real work at every stage: threads and alerts went out, and kills landed inside deliveries.
+    assert verdict.channel_messages > verdict.announced  # every paper plus the openers
+    assert verdict.dm_messages > 0 and verdict.alert_papers > 0
+    assert sum(1 for k in verdict.kill_points if k.messages_in_life > 0) >= points // 4
+    return verdict

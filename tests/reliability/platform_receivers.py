@@ -58,6 +58,11 @@ class DiscordReceiver(Receiver):
         return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": self.fake.api_base,
                 "DISCORD_GATEWAY_URL": self.fake.gateway_url}
 
+    def secrets(self) -> tuple[str, ...]:
+        from tests.adapters.discord.fake_discord import TOKEN
+
+        return (TOKEN,)
+
     async def ready(self, bot: BotProcess) -> None:
         before = self._identifies
         ok = await _wait_until(lambda: self.fake.identifies > before, timeout=20, step=0.02)
@@ -97,4 +102,106 @@ class DiscordReceiver(Receiver):
                 mid = str(self.fake.threads_by_message.get(int(mid), mid))
             out.append(Received(key if index == 0 else f"{key}#{index}", kind, target, mid,
                                 papers if index == 0 else ()))
+        return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SlackReceiver(Receiver):
+    """Slack in HTTP mode: slash commands are signed requests to the bot's bolt endpoint."""
+
+    name = "slack"
+
+    def __init__(self, workdir: Path) -> None:
+        from tests.adapters.slack.fake_slack import TEAM_ID, FakeSlack
+
+        self.fake = FakeSlack()
+        self.db = workdir / "paperboy.db"
+        self.port = _free_port()
+        self.channel = ChannelRef("slack", "C0GENERAL", TEAM_ID)
+        self.user = UserRef("slack", "UMEMBER", "mia", TEAM_ID)
+        self._requests = 0
+
+    def users(self, count: int) -> list[UserRef]:
+        from tests.adapters.slack.fake_slack import FakeUser
+
+        out = [self.user]
+        for i in range(1, count):
+            uid = f"UREADER{i}"
+            self.fake.users.setdefault(uid, FakeUser(uid, f"reader{i}"))
+            out.append(UserRef("slack", uid, f"reader{i}", self.user.workspace))
+        return out
+
+    async def start(self) -> None:
+        await self.fake.start()
+
+    async def stop(self) -> None:
+        await self.fake.stop()
+
+    def env(self) -> dict[str, str]:
+        from tests.adapters.slack.conftest import SIGNING_SECRET
+        from tests.adapters.slack.fake_slack import BOT_TOKEN
+
+        return {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": self.fake.api_url,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET, "PAPERBOY_SLACK_PORT": str(self.port),
+                "PAPERBOY_SLACK_POST_INTERVAL": "0"}
+
+    def secrets(self) -> tuple[str, ...]:
+        from tests.adapters.slack.conftest import SIGNING_SECRET
+        from tests.adapters.slack.fake_slack import BOT_TOKEN
+
+        return (BOT_TOKEN, SIGNING_SECRET)
+
+    async def ready(self, bot: BotProcess) -> None:
+        import asyncio
+        import contextlib
+
+        async def listening() -> bool:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return True
+            return False
+
+        for _ in range(400):
+            if await listening():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the bot never listened on its Slack port:\n" + bot.stderr()[-2000:])
+
+    async def request_post(self, bot: BotProcess) -> None:
+        import contextlib
+
+        import aiohttp
+
+        from tests.adapters.slack.conftest import command_form, post_signed
+
+        self._requests += 1
+        form = command_form(self.fake, "post", user_id="UADMIN", channel_id="C0GENERAL",
+                            response=f"post{self._requests}")
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await post_signed(self.port, form)
+
+    async def finish(self, bot: BotProcess) -> int:
+        return await bot.terminate()
+
+    def received(self) -> list[Received]:
+        ledger = {key: (kind, target, papers) for key, kind, target, papers in _ledger(self.db)}
+        out: list[Received] = []
+        for m in list(self.fake.messages):
+            meta = m.metadata or {}
+            payload = meta.get("event_payload") or {}
+            key = payload.get("ledger_key")
+            if not isinstance(key, str):
+                continue
+            part = int(payload.get("part") or 0)
+            kind, target, papers = ledger.get(key, ("?", "?", ()))
+            out.append(Received(key if part == 0 else f"{key}#{part}", kind, target, m.ts,
+                                papers if part == 0 else ()))
         return out

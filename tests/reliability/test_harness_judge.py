@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
 
 from adapters.console import ConsolePlatform
@@ -18,7 +18,7 @@ def _delivery(i: int, attempts: int) -> Delivery:
 
 async def test_console_transcript_reconciles_a_resend(tmp_path: Path) -> None:
     receiver = ConsoleReceiver(tmp_path)
-    console = ConsolePlatform(None, open(tmp_path / "out.txt", "w"), transcript=receiver.transcript)
+    console = ConsolePlatform(None, io.StringIO(), transcript=receiver.transcript)
     reply = Reply(text="hello")
     first = await console.send(_delivery(1, 1), reply, thread_name=None, parent_id="x")
     # The crash came after the send and before mark_sent: the resume (attempts 2) must not print it again.
@@ -49,7 +49,23 @@ async def test_the_verdict_catches_a_duplicate_and_a_loss(tmp_path: Path) -> Non
         return again.problems
 
     assert await verdict_for("".join(lines)) == []
-    doubled = await verdict_for("".join(lines[: post + 1] + [lines[post]] + lines[post + 1:]))
+    doubled = await verdict_for("".join([*lines[: post + 1], lines[post], *lines[post + 1:]]))
     assert any("duplicate" in p for p in doubled)
     dropped = await verdict_for("".join(lines[:post] + lines[post + 1:]))
     assert any("never reached" in p for p in dropped) and any("ledger" in p for p in dropped)
+
+
+async def test_the_verdict_catches_a_secret_in_the_logs(tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    await run_harness(workdir, ConsoleReceiver, seed=8, kill_points=0)
+
+    class Leaky(ConsoleReceiver):
+        def secrets(self) -> tuple[str, ...]:
+            return ("xoxb-leaked-token",)
+
+    receiver = Leaky(workdir)
+    source = SourceFake()
+    source.served[0] = source.current()
+    (workdir / "life-000.err").write_text("INFO something Authorization: Bearer xoxb-leaked-token\n")
+    verdict = await judge(workdir / "paperboy.db", source, receiver, seed=8, points=[], clean_exit=True, started=0.0)
+    assert any("secrets" in p for p in verdict.problems)

@@ -117,8 +117,8 @@ async def test_hf_first_then_arxiv_takes_arxiv_metadata(stores: Any) -> None:
 
 
 async def test_replacements_are_never_new(stores: Any) -> None:
-    for kind in ("replace", "replace-cross"):
-        pid = "2611.0001" + str(len(kind))
+    for i, kind in enumerate(("replace", "replace-cross")):
+        pid = f"2611.0001{i}"
         res = await stores.papers.upsert([make_paper(pid, announce_type=kind, version=3)], source="rss",
                                          seen_at=T0)
         assert res.new == ()

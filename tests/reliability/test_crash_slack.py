@@ -1,0 +1,18 @@
+"""Crash anywhere, exactly once (slack): the real `paperboy run` process SIGKILLed at seeded random points during
+ingest, posting and alerting, restarted each time; the verdict compares the source fake, what the receiving end got
+and the ledger (tests/reliability/harness.py). CI runs 6 kill points; `PAPERBOY_CRASH_POINTS=100` runs the full
+count, `PAPERBOY_CRASH_SEED` another seed, `PAPERBOY_CRASH_REPORT=FILE` records the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.harness import run_and_check
+from tests.reliability.platform_receivers import SlackReceiver
+
+
+@pytest.mark.slow
+async def test_sigkill_anywhere_delivers_exactly_once(tmp_path: Path) -> None:
+    await run_and_check(tmp_path / "run", SlackReceiver, ci_points=6)

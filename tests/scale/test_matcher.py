@@ -1,0 +1,72 @@
+"""The batch matcher against the reference semantics: per paper, bot.query.matches and matched_terms; and
+the fast tokenizer against FTS5's own token streams."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.matching import FastTokenizer, Matcher, Standing, docs_of, match_papers
+from bot.models import Paper
+from bot.query import QueryError, matched_terms, matches, parse
+from bot.text import default_tokenizer
+from tests.scale.strategies import TODAY, WORDS, corpora, queries
+
+
+def _standing(texts: list[str]) -> list[Standing]:
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            q = parse(text, today=TODAY)
+        except QueryError:
+            continue
+        out.append(Standing(f"s{i}", q))
+        out.append(Standing(f"dup{i}", q))  # identical queries share one plan: both must still be answered
+    return out
+
+
+@given(corpus=corpora(max_size=40), texts=st.lists(queries(), min_size=1, max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_batch_matcher_equals_the_reference_per_paper(corpus: list[Paper], texts: list[str]) -> None:
+    standing = _standing(texts)
+    got = match_papers(corpus, standing)
+    docs = docs_of(corpus)
+    for s in standing:
+        expected = [p.arxiv_id for p, d in zip(corpus, docs, strict=True) if matches(s.query, d)]
+        assert [p.arxiv_id for p, _ in got.get(s.key, [])] == expected, s.query.text
+        for paper, terms in got.get(s.key, []):
+            doc = docs[corpus.index(paper)]
+            assert terms == matched_terms(s.query, doc), s.query.text
+
+
+@given(corpus=corpora(max_size=10), texts=st.lists(queries(), min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_one_paper_at_a_time_agrees_with_the_batch(corpus: list[Paper], texts: list[str]) -> None:
+    standing = _standing(texts)
+    matcher = Matcher(standing)
+    for paper, doc in zip(corpus, docs_of(corpus), strict=True):
+        one = {s.key for s in matcher.match(doc)}
+        assert one == {s.key for s in standing if matches(s.query, doc)}, paper.title
+
+
+_CHARS = st.sampled_from([*list("abcdeXYZ019 .,;:-()\"'*/_+=\n\t"), "ü", "é", "ß", "İ", "ﬁ", "日本", "’"])
+
+
+@given(texts=st.lists(st.one_of(st.lists(_CHARS, max_size=40).map("".join),
+                                st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join)), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_fast_tokenizer_gives_fts5_token_streams(texts: list[str]) -> None:
+    tok = default_tokenizer()
+    assert FastTokenizer(tok).tokenize_many(texts) == tok.tokenize_many(texts)
+
+
+def test_a_reused_matcher_gives_the_same_answers() -> None:
+    corpus = [Paper("2611.00001", "Graph neural networks", "We study diffusion."),
+              Paper("2611.00002", "Quantum spin chains", "Nothing about graphs.", categories=("quant-ph",))]
+    standing = _standing(["graph*", '"neural networks"', "cat:quant-ph spin", "diffusion -quantum"])
+    matcher = Matcher(standing)
+    first = match_papers(corpus, standing, matcher=matcher)
+    assert match_papers(corpus, standing, matcher=matcher) == first == match_papers(corpus, standing)
+    assert [p.arxiv_id for p, _ in first["s0"]] == ["2611.00001", "2611.00002"]
+    assert [p.arxiv_id for p, _ in first["s2"]] == ["2611.00002"]
+    assert first["s1"][0][1] == ['"neural networks"']

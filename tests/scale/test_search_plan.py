@@ -1,0 +1,129 @@
+"""The fast search plan against the reference semantics: the same papers as bot.query.matches, ranked as
+storage.search_index defines it (checked with the reference term matcher), on random corpora and queries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from bot.matching import docs_of
+from bot.models import Paper
+from bot.query import Doc, Query, QueryError, Term, matches, parse, term_matches
+from storage import search_index
+from storage.sqlite import Stores
+from tests.scale.strategies import TODAY, corpora, queries
+
+
+def reference_score(query: Query, doc: Doc) -> float:
+    score = 0.0
+    for leaf in query.terms():
+        if not isinstance(leaf, Term):
+            continue
+        for column, weight in (("title", search_index.TITLE_WEIGHT), ("authors", search_index.AUTHOR_WEIGHT)):
+            if leaf.column in (None, column) and term_matches(replace(leaf, column=column), doc):
+                score += weight
+    return score
+
+
+def reference_ranking(query: Query, ids: dict[str, int], docs: dict[str, Doc], window: int) -> list[str]:
+    """Matching ids: the `window` newest by store id, by score then newest."""
+    found = sorted((pid for pid in docs if matches(query, docs[pid])), key=lambda pid: -ids[pid])[:window]
+    return sorted(found, key=lambda pid: (-reference_score(query, docs[pid]), -ids[pid]))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Stores]]:
+    loop = asyncio.new_event_loop()
+    stores = loop.run_until_complete(Stores.open(tmp_path / "plan.db"))
+    try:
+        yield loop, stores
+    finally:
+        loop.run_until_complete(stores.close())
+        loop.close()
+
+
+async def _load(stores: Stores, corpus: list[Paper]) -> dict[str, int]:
+    async with stores.db.write() as conn:
+        await conn.execute("DELETE FROM papers")
+        await conn.execute("DELETE FROM paper_sources")
+    await stores.papers.upsert(corpus, source="snapshot", seen_at=stores_time())
+    rows = await stores.db.fetchall("SELECT arxiv_id, id FROM papers")
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def stores_time():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def _parsed(texts: list[str]) -> list[Query]:
+    out = []
+    for text in texts:
+        try:
+            q = parse(text, today=TODAY)
+        except QueryError:
+            continue
+        if q.root is not None:
+            out.append(q)
+    return out
+
+
+@given(corpus=corpora(), texts=st.lists(queries(), min_size=1, max_size=4),
+       window=st.integers(min_value=1, max_value=6), limit=st.integers(min_value=1, max_value=4),
+       offset=st.integers(min_value=0, max_value=3))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
+        store: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
+        limit: int, offset: int) -> None:
+    loop, stores = store
+    ids = loop.run_until_complete(_load(stores, corpus))
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+    parsed = _parsed(texts)
+    assume(parsed)
+    for query in parsed:
+        expected = {pid for pid, doc in docs.items() if matches(query, doc)}
+        # Everything, with an exact count: the id set is the reference matcher's.
+        full = loop.run_until_complete(stores.papers.search(query, limit=100, count=True))
+        assert full.error is None, (query.text, full.error)
+        assert {h.paper.arxiv_id for h in full.hits} == expected, query.text
+        assert full.total == len(expected)
+        assert [h.paper.arxiv_id for h in full.hits] == reference_ranking(query, ids, docs, 10**6)
+        recent = loop.run_until_complete(stores.papers.search(query, limit=100, order="recent"))
+        want_recent = sorted(expected, key=lambda pid: (docs[pid].day, ids[pid]), reverse=True)
+        assert [h.paper.arxiv_id for h in recent.hits] == want_recent, query.text
+        # A small candidate window and pages: the top-k of the newest `window` matches, as defined.
+        with mock.patch.object(search_index, "CANDIDATES", window):
+            page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset))
+        ranked = reference_ranking(query, ids, docs, max(window, offset + limit))
+        assert [h.paper.arxiv_id for h in page.hits] == ranked[offset : offset + limit], query.text
+
+
+def test_a_prefix_nothing_starts_with_finds_nothing(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = store
+    loop.run_until_complete(_load(stores, [Paper("2611.00001", "Graph models", "flows")]))
+    res = loop.run_until_complete(stores.papers.search(parse("zzq*", today=TODAY), limit=10, count=True))
+    assert res.hits == () and res.total == 0 and res.error is None
+    res = loop.run_until_complete(stores.papers.search(parse("graph zzq* OR flow", today=TODAY), limit=10))
+    assert [h.paper.arxiv_id for h in res.hits] == ["2611.00001"]
+
+
+def test_prefix_sees_words_of_papers_stored_after_the_vocabulary_was_built(
+        store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = store
+    loop.run_until_complete(_load(stores, [Paper("2611.00001", "Graph models", "flows")]))
+    assert len(loop.run_until_complete(stores.papers.search(parse("mod*", today=TODAY))).hits) == 1
+    loop.run_until_complete(stores.papers.upsert([Paper("2611.00002", "Quixotic modular forms", "")],
+                                                 source="rss", seen_at=stores_time()))
+    hits = loop.run_until_complete(stores.papers.search(parse("quix*", today=TODAY))).hits
+    assert [h.paper.arxiv_id for h in hits] == ["2611.00002"]
+    hits = loop.run_until_complete(stores.papers.search(parse("modu*", today=TODAY))).hits
+    assert [h.paper.arxiv_id for h in hits] == ["2611.00002"]
