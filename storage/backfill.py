@@ -265,8 +265,11 @@ def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
             assert batch.raw is not None
             batch.raw.append(line)
         terms: set[str] = set()
-        for stream in tokens.tokenize_many([v[k] for v in batch.values for k in _FTS_VALUE_INDEXES]):
-            terms.update(stream)
+        # A few hundred papers at a time: token lists of a whole batch would cost a hundred MB at the peak.
+        for k in range(0, len(batch.values), 200):
+            part = [v[c] for v in batch.values[k : k + 200] for c in _FTS_VALUE_INDEXES]
+            for stream in tokens.tokenize_many(part):
+                terms.update(stream)
         batch.terms = sorted(terms)
         while True:
             try:
@@ -357,7 +360,6 @@ def backfill_snapshot(
     t0 = time.monotonic()
     conn = open_sync(db_path)
     try:
-        conn.execute(f"PRAGMA cache_size=-{64 * 1024}")
         key = checkpoint_key(path)
         start = int(_meta_get(conn, key) or 0)
         stats.resumed_from = start or None
@@ -402,40 +404,56 @@ def merge_segments(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO papers_fts(papers_fts) VALUES ('optimize')")
 
 
-async def _backfill_oai(settings: Settings, stats: BackfillStats, limit: int | None, progress: bool) -> None:
+async def backfill_oai(db_path: Path | str, settings: Settings, *, client: Any = None, limit: int | None = None,
+                       progress: bool = False, stats: BackfillStats | None = None) -> BackfillStats:
+    """Harvest OAI-PMH ListRecords into the database, resuming from the saved resumption token.
+
+    `client` is an adapters.sources.http.PoliteClient (one is made from `settings` when None)."""
     from adapters.sources.http import PoliteClient
     from adapters.sources.oai_pmh import OaiPmhSource
 
-    conn = open_sync(settings.db)
+    stats = stats if stats is not None else BackfillStats()
+    t0 = time.monotonic()
+    conn = open_sync(db_path)
     key = "backfill:oai:token"
-    client = PoliteClient(settings)
+    own = client is None
+    http = client if client is not None else PoliteClient(settings)
     try:
         token = _meta_get(conn, key) or None
+        if token == "done":
+            stats.done = True
+            return stats
         stats.resumed_from = token
-        source = OaiPmhSource(client, settings)
+        source = OaiPmhSource(http, settings)
         writer = BulkWriter(conn, source="oai")
         bar = _Progress(progress, None, 0, "records")
         try:
             async for page in source.pages(resumption_token=token):
                 papers = list(page.papers)
+                cut = limit is not None and len(papers) > limit - stats.records
                 if limit is not None:
                     papers = papers[: max(0, limit - stats.records)]
-                # The token saved with a page names the NEXT page: resuming never re-reads a committed page.
-                writer.write(papers, stats, checkpoint=(key, page.resumption_token or ""))
+                # The token saved with a page names the NEXT page, so a resume never re-reads a committed page;
+                # "done" marks a finished harvest. A page cut short by --limit keeps the previous token: the
+                # resume reads it again and merges the part already stored.
+                checkpoint = None if cut else (key, page.resumption_token or "done")
+                writer.write(papers, stats, checkpoint=checkpoint)
                 stats.records += len(papers)
                 stats.bad += page.skipped
                 bar.update(stats.records, stats.records)
-                if limit is not None and stats.records >= limit:
-                    break
                 if not page.resumption_token:
                     stats.done = True
+                if limit is not None and stats.records >= limit:
+                    break
         finally:
             bar.close()
+        refresh_vocab_sync(conn)
     finally:
-        aclose = getattr(client, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        if own:
+            await http.aclose()
         conn.close()
+    stats.seconds = time.monotonic() - t0
+    return stats
 
 
 def run_backfill(settings: Settings, *, snapshot: str | None, oai: bool, limit: int | None, json_out: bool) -> int:
@@ -450,7 +468,7 @@ def run_backfill(settings: Settings, *, snapshot: str | None, oai: bool, limit: 
                 return 1
             stats = backfill_snapshot(settings.db, snapshot, limit=limit, progress=show)
         elif oai:
-            asyncio.run(_backfill_oai(settings, stats, limit, show))
+            asyncio.run(backfill_oai(settings.db, settings, limit=limit, progress=show, stats=stats))
     except KeyboardInterrupt:
         stats.seconds = time.monotonic() - t0
         print(f"\nStopped after {stats.records:,} records; every finished batch is saved. Run the same command "

@@ -6,7 +6,7 @@ a MATCH in rowid order and stopping early, by contrast, costs the same at 100k a
 
 The ranking (defined here, tested against the reference matcher):
 
-1. The candidates are the CANDIDATES newest matching papers (store id descending; ids ascend as papers are
+1. The candidates are the CANDIDATES (200) newest matching papers (store id descending; ids ascend as papers are
    stored). A query with fewer matches has all of them as candidates, so its ranking is over everything.
 2. Each candidate scores, for every positive word or phrase of the query (`Query.terms()`, categories
    aside), TITLE_WEIGHT if its title contains it and AUTHOR_WEIGHT if its author list does (a leaf limited to
@@ -30,11 +30,11 @@ from typing import Any
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
 
-CANDIDATES = 400
+CANDIDATES = 200
 COUNT_CAP = 2_000
 TITLE_WEIGHT = 10.0
 AUTHOR_WEIGHT = 3.0
-MAX_EXPANSION = 200  # a prefix covering more terms than this runs as a native FTS5 prefix query
+MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
 
@@ -61,9 +61,12 @@ class Compiler:
     otherwise the native prefix query is used for that leaf, which is slower but always exact.
     """
 
-    def __init__(self, expand: Callable[[str], list[str] | None], tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, expand: Callable[[str], list[str] | None], tokenizer: Tokenizer | None = None,
+                 verified: dict[str, str | None] | None = None) -> None:
         self.expand = expand
         self.tok = tokenizer or default_tokenizer()
+        # term -> what FTS5 makes of it as query text (itself for most stems), None if not one token
+        self.verified: dict[str, str | None] = verified if verified is not None else {}
 
     def compile(self, node: Node) -> str | _Nothing:
         if isinstance(node, Term):
@@ -101,12 +104,27 @@ class Compiler:
             return to_fts(term)
         if not terms:
             return NOTHING
-        streams = self.tok.tokenize_many(terms)
-        if any(s != [t] for s, t in zip(streams, terms, strict=True)):
-            return to_fts(term)
+        unknown = [t for t in terms if t not in self.verified]
+        if unknown:
+            if len(self.verified) > 500_000:
+                self.verified.clear()
+            for t, stream in zip(unknown, self.tok.tokenize_many(unknown), strict=True):
+                self.verified[t] = stream[0] if len(stream) == 1 else None
+        prefix = term.tokens[0]
+        parts = []
+        for t in terms:
+            again = self.verified[t]
+            if again == t:
+                parts.append(_quote(t))
+            elif again is not None and t.startswith(again) and again.startswith(prefix):
+                # Porter is not idempotent on this stem (agreed -> agre -> agr), so "agre" cannot be asked
+                # for exactly. "agre"* covers the terms starting with agre, or, if FTS5 stems it first, with
+                # agr; both include agre and start with the user's prefix, so the union is unchanged.
+                parts.append(_quote(t) + "*")
+            else:
+                return to_fts(term)
         cols = term.column or "title abstract authors"
-        inner = " OR ".join(_quote(t) for t in terms)
-        return "{" + cols + "} : (" + inner + ")"
+        return "{" + cols + "} : (" + " OR ".join(parts) + ")"
 
 
 def has_prefix(node: Node | None) -> bool:
@@ -190,6 +208,8 @@ class SearchPlanner:
         self.db = db  # storage.sqlite.Database
         self.tok = tokenizer or default_tokenizer()
         self._vocab_ready = False
+        self._verified: dict[str, str | None] = {}
+        self._floors: dict[tuple[str, int, int], int] = {}
 
     async def _ensure_vocab(self) -> None:
         conn = self.db.conn
@@ -233,9 +253,20 @@ class SearchPlanner:
         """The smallest id of a paper dated on or after `since` (0 = no bound): lets FTS5 skip older rowids."""
         if query.since is None:
             return 0
+        # Scanning the date index costs ~25 ms for a year of 2.5M papers; the answer only changes when the
+        # database does (another connection's commit bumps data_version, ours bump total_changes).
+        version = int((await self.db.fetchone("PRAGMA data_version"))[0])
+        key = (query.since.isoformat(), version, int(self.db.conn.total_changes))
+        cached = self._floors.get(key)
+        if cached is not None:
+            return cached
         row = await self.db.fetchone(
             "SELECT min(id) FROM papers INDEXED BY papers_published WHERE published >= ?", (query.since.isoformat(),))
-        return int(row[0]) if row and row[0] is not None else -1
+        floor = int(row[0]) if row and row[0] is not None else -1
+        if len(self._floors) > 256:
+            self._floors.clear()
+        self._floors[key] = floor
+        return floor
 
     async def run(self, query: Query, match: str, *, limit: int, offset: int, order: str, count: bool) -> Ranked:
         floor = await self.since_floor(query)
@@ -315,7 +346,7 @@ class SearchPlanner:
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [str(r[0]) for r in rows]
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
-        return Compiler(lambda p: expansions.get(p), self.tok)
+        return Compiler(lambda p: expansions.get(p), self.tok, self._verified)
 
 
 def _prefixes(node: Node) -> list[str]:

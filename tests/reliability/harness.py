@@ -25,7 +25,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -130,7 +130,7 @@ class ConsoleReceiver(Receiver):
 @dataclass
 class KillPoint:
     index: int
-    mode: str  # "delay" or "after-messages"
+    mode: str  # "early", "delay", "after-messages" or "after-dms"
     planned: str  # the delay in seconds or the message count waited for
     unfinished: str = ""  # what the database shows was left in flight: ingest, routing, posting, alerting, idle
     messages_in_life: int = 0
@@ -342,8 +342,10 @@ def _quiet(db: Path) -> bool:
     return rows[0] == (0, 0, 0)
 
 
-async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], *, seed: int, kill_points: int,
-                      before_life: Callable[[int], Awaitable[None]] | None = None) -> Verdict:
+async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], *, seed: int,
+                      kill_points: int) -> Verdict:
+    """`kill_points` killed lives and a last clean one. The plan (modes, delays, counts, feed days) is a function of
+    `seed`; the instants the kernel delivers SIGKILL at are as close to the plan as scheduling allows."""
     started = time.monotonic()
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -362,8 +364,6 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
         for life in range(kill_points + 1):
             if life > 0 and _has_all(db, source.current().announced) and rng.random() < 0.7:
                 source.advance()
-            if before_life is not None:
-                await before_life(life)
             bot = BotProcess(workdir, env, life)
             life_started = datetime.now(UTC).isoformat()
             before = len(receiver.received())
@@ -373,17 +373,20 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
             if life == kill_points:
                 # This life's start-up ingest first (the database may look quiet before it), then quiescence.
                 await _wait_until(partial(_ingested, db, life_started), timeout=60, step=0.05)
-                await receiver.request_post(bot)
-                await asyncio.sleep(0.3)
-                await _wait_until(lambda: _quiet(db), timeout=60, step=0.1)
+                for _ in range(6):  # a command can race the platform's start-up: ask again until all is out
+                    await receiver.request_post(bot)
+                    await asyncio.sleep(0.3)
+                    if await _wait_until(lambda: _quiet(db), timeout=10, step=0.1):
+                        break
                 code = await receiver.finish(bot)
                 clean_exit = code == 0
                 if not clean_exit:
                     raise AssertionError(f"last life exited with {code}:\n{bot.stderr()[-3000:]}")
                 break
-            mode = rng.choice(("delay", "after-messages", "after-dms"))
-            if mode == "delay":
-                delay = rng.uniform(0.05, 1.5)
+            mode = rng.choice(("early", "delay", "after-messages", "after-dms"))
+            if mode in ("early", "delay"):
+                # early: right after the platform is up, while the start-up ingest fetches, stores and routes
+                delay = rng.uniform(0.0, 0.08) if mode == "early" else rng.uniform(0.05, 1.5)
                 point = KillPoint(life, mode, f"{delay:.3f}s")
                 await asyncio.sleep(delay)
             else:

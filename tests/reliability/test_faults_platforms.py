@@ -243,6 +243,7 @@ async def test_slack_unreachable_user_is_parked_others_get_alerts(slack_app: tup
     assert dm_keys and all(n == 1 for n in dm_keys.values())
 
 
+@pytest.mark.slow  # slack_sdk's own backoff on 500 takes a few seconds
 async def test_slack_429_and_500_are_retried_and_sent_once(slack_app: tuple[App, FakeSlack]) -> None:
     from tests.adapters.slack.fake_slack import Failure
 

@@ -12,7 +12,8 @@ TODAY = date(2026, 11, 24)
 # Words sharing prefixes and stems, so prefixes, stemming and phrases all get exercised.
 WORDS = ["graph", "graphs", "graphical", "neural", "network", "networks", "diffusion", "diffuse", "model",
          "models", "modelling", "transformer", "transform", "learning", "learn", "quantum", "spin", "spins",
-         "the", "of", "a", "flow", "flows", "sampling", "sample", "attention", "Über", "naïve"]
+         "the", "of", "a", "flow", "flows", "sampling", "sample", "attention", "Über", "naïve",
+         "agreed", "agree", "universal", "university"]  # Porter is not idempotent on agre, univers
 AUTHORS = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Lovelace Graph", "Emmy Noether"]
 CATS = ["cs.LG", "cs.CV", "math.PR", "quant-ph", "hep-th"]
 DAYS = [TODAY - timedelta(days=d) for d in (0, 3, 30, 400)]

@@ -143,3 +143,45 @@ def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, sn
         r[0] for r in conn.execute("SELECT term FROM search_vocab")}
     conn.close()
     assert _fts_ids(db, "title : zebra") == {1}
+
+
+def test_oai_backfill_follows_tokens_and_resumes(tmp_path: Path) -> None:
+    import asyncio
+    import re
+
+    import httpx
+
+    from adapters.sources.http import PoliteClient
+    from bot.settings import Settings
+    from storage.backfill import backfill_oai
+    from tests.conftest import FIXTURES
+
+    first = (FIXTURES / "oai_pmh_listrecords_arxivRaw.xml").read_text(encoding="utf-8")
+    last = re.sub(r"<resumptionToken[^>]*>[^<]*</resumptionToken>", "<resumptionToken/>", first)
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = request.url.params.get("resumptionToken")
+        asked.append(token or "start")
+        return httpx.Response(200, text=last if token else first, headers={"Content-Type": "text/xml"})
+
+    settings = Settings(_env_file=None, OAI_PMH_URL="http://127.0.0.1:9/oai")  # type: ignore[call-arg]
+    db = tmp_path / "o.db"
+
+    def client() -> PoliteClient:
+        return PoliteClient(settings, transport=httpx.MockTransport(handler), min_interval=0, sleep=_no_sleep)
+
+    cut = asyncio.run(backfill_oai(db, settings, client=client(), limit=2))
+    assert cut.records == 2 and not cut.done
+    stats = asyncio.run(backfill_oai(db, settings, client=client()))
+    assert stats.done and asked == ["start", "start", "726959|1001"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*), count(DISTINCT arxiv_id), min(routed) FROM papers").fetchone() == (6, 6, 1)
+    assert index_agrees(conn)
+    conn.close()
+    again = asyncio.run(backfill_oai(db, settings, client=client()))
+    assert again.done and again.records == 0 and len(asked) == 3  # a finished harvest asks nothing more
+
+
+async def _no_sleep(_: float) -> None:
+    return None

@@ -127,3 +127,16 @@ def test_prefix_sees_words_of_papers_stored_after_the_vocabulary_was_built(
     assert [h.paper.arxiv_id for h in hits] == ["2611.00002"]
     hits = loop.run_until_complete(stores.papers.search(parse("modu*", today=TODAY))).hits
     assert [h.paper.arxiv_id for h in hits] == ["2611.00002"]
+
+
+def test_prefixes_over_stems_porter_would_change_again(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    # agreed -> agre, and FTS5 would read the query text "agre" as agr: the expansion must still be exact.
+    loop, stores = store
+    corpus = [Paper("2611.00001", "They agreed", ""), Paper("2611.00002", "Agriculture", ""),
+              Paper("2611.00003", "A universal law", ""), Paper("2611.00004", "Agrarian", "")]
+    loop.run_until_complete(_load(stores, corpus))
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+    for text in ("ag*", "agr*", "agre*", "univ*", "un*", "ti:ag*"):
+        query = parse(text, today=TODAY)
+        hits = loop.run_until_complete(stores.papers.search(query, limit=10)).hits
+        assert {h.paper.arxiv_id for h in hits} == {pid for pid, d in docs.items() if matches(query, d)}, text
