@@ -29,7 +29,7 @@ from storage.db import open_sync
 from storage.search_index import rebuild_vocab_sync, refresh_vocab_sync
 from storage.sqlite import INSERT_PAPER, PAPER_COLUMNS, UPDATE_PAPER, merge_paper, paper_from_row, paper_values
 
-BATCH = 5_000
+BATCH = 2_500
 FTS_COLUMNS = "title, abstract, authors, cats"
 _FTS_VALUE_INDEXES = (2, 3, 4, 7)  # title, abstract, authors, cats in storage.sqlite.paper_values
 
@@ -231,7 +231,8 @@ class _Progress:
 
 def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
     """In a child process: parse chunks of snapshot lines into row values. Parsing JSON and normalising text is
-    more than half the work of a backfill, so it runs on the other cores while the parent writes.
+    about half the work of a backfill, so two of these run beside the writing parent (FTS5 tokenising is the
+    other half); batches are small enough that the three processes stay under 400 MB together.
 
     Waits are short and check the parent: a parent killed outright (kill -9) must not leave workers behind."""
     from adapters.sources.http import ParseError

@@ -94,6 +94,14 @@ class Receiver:
         """Wait until the fresh process can take a command (the console reads stdin at once)."""
         return None
 
+    def between_lives(self, rng: random.Random) -> None:
+        """What the outage between two lives does to the receiving end (e.g. Discord forgets nonces)."""
+        return None
+
+    def stats(self) -> dict[str, int]:
+        """Receiver-specific figures for the report."""
+        return {}
+
     async def request_post(self, bot: BotProcess) -> None:
         """An admin's `post`: plan this channel's pending thread now."""
         await bot.say("post")
@@ -157,6 +165,7 @@ class Verdict:
     clean_exit: bool
     elapsed_s: float
     source_requests: dict[str, int] = field(default_factory=dict)
+    receiver_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
@@ -194,7 +203,8 @@ class Verdict:
             "missing": len(self.missing_in_channel) + len(self.missing_alerts),
             "ledger_mismatches": len(self.ledger_mismatches), "integrity": self.integrity,
             "secret_leaks": len(self.leaks),
-            "source_requests": self.source_requests, "elapsed_s": round(self.elapsed_s, 1),
+            "source_requests": self.source_requests, **self.receiver_stats,
+            "elapsed_s": round(self.elapsed_s, 1),
         }
 
 
@@ -364,6 +374,8 @@ async def run_harness(workdir: Path, make_receiver: Callable[[Path], Receiver], 
         for life in range(kill_points + 1):
             if life > 0 and _has_all(db, source.current().announced) and rng.random() < 0.7:
                 source.advance()
+            if life > 0:
+                receiver.between_lives(rng)
             bot = BotProcess(workdir, env, life)
             life_started = datetime.now(UTC).isoformat()
             before = len(receiver.received())
@@ -467,7 +479,7 @@ async def judge(db: Path, source: SourceFake, receiver: Receiver, *, seed: int, 
         missing_in_channel=missing, extra_in_channel=extra, duplicate_alert_papers=dup_alerts,
         missing_alerts=missing_alerts, ledger_mismatches=mismatches, leaks=leaks, integrity=integrity,
         clean_exit=clean_exit,
-        elapsed_s=time.monotonic() - started, source_requests=dict(source.requests),
+        elapsed_s=time.monotonic() - started, source_requests=dict(source.requests), receiver_stats=receiver.stats(),
     )
 
 

@@ -7,6 +7,7 @@ carries the ledger key in its metadata (the adapter's reconciliation reads it ba
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class DiscordReceiver(Receiver):
         self.user = UserRef("discord", str(USER_ID), "reader", str(GUILD_ID))
         self._by_nonce: dict[str, tuple[str, int, str, str, tuple[str, ...]]] = {}
         self._identifies = 0
+        self.nonces_forgotten = 0
 
     def users(self, count: int) -> list[UserRef]:
         return [UserRef("discord", str(int(self.user.id) + i), f"reader{i}", self.user.workspace)
@@ -51,6 +53,16 @@ class DiscordReceiver(Receiver):
 
     async def stop(self) -> None:
         await self.fake.stop()
+
+    def between_lives(self, rng: random.Random) -> None:
+        # Discord honours a nonce for a few minutes only: now and then the restart comes after a long outage, and
+        # only the adapter's read-back of the channel stands between a resumed message and a duplicate.
+        if rng.random() < 0.3:
+            self.fake.forget_nonces()
+            self.nonces_forgotten += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"restarts_after_the_nonce_window": self.nonces_forgotten}
 
     def env(self) -> dict[str, str]:
         from tests.adapters.discord.fake_discord import TOKEN
