@@ -29,6 +29,7 @@ from typing import Any
 
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
+from storage.db import DatabaseError
 
 CANDIDATES = 200
 COUNT_CAP = 2_000
@@ -244,7 +245,12 @@ class SearchPlanner:
         assert query.root is not None
         if not has_prefix(query.root):
             return to_fts(query.root)
-        await self._ensure_vocab()
+        try:
+            await self._ensure_vocab()
+        except DatabaseError:
+            # Another process holds the write lock (a backfill, say) and the vocabulary is behind: FTS5's own
+            # prefix query is slower but never misses a word.
+            return to_fts(query.root)
         compiler = await self._compiler_for(query)
         # Checking that each term re-tokenises to itself runs the tokenizer: off the event loop.
         return await asyncio.to_thread(compiler.compile, query.root)

@@ -499,7 +499,8 @@ async def run_and_check(workdir: Path, make_receiver: Callable[[Path], Receiver]
     assert verdict.problems == [], json.dumps(verdict.summary(), indent=1)
     assert len(verdict.kill_points) == points
     # The run did real work at every stage: threads and alerts went out, and kills landed inside deliveries.
-    assert verdict.channel_messages > verdict.announced  # every paper plus the openers
+    # (Fewer channel messages than papers is fine: papers over a thread's cap share one "…and N more" post.)
+    assert verdict.announced > 0 and verdict.channel_messages > 0
     assert verdict.dm_messages > 0 and verdict.alert_papers > 0
     assert sum(1 for k in verdict.kill_points if k.messages_in_life > 0) >= points // 4
     return verdict
