@@ -232,4 +232,26 @@ class Router:
             notice = None
         if notice:
             reply = replies.with_notice(reply, notice)
+        if command.is_admin and command.channel is not None:
+            try:
+                paused = await _pause_notice(command, deps)
+            except Exception:
+                log.exception("checking the pause notice for %s failed", command.channel.key)
+                paused = None
+            if paused:
+                reply = replies.with_notice(reply, paused)
         return reply
+
+
+async def _pause_notice(command: Command, deps: Deps) -> str | None:
+    """Once per pause, the next admin command in a paused channel says why posting stopped there."""
+    assert command.channel is not None
+    rule = await deps.channels.get_rule(command.channel)
+    if rule is None or not rule.paused_reason:
+        return None
+    key = f"pause-told:{command.channel.key}"
+    if await deps.status.get_meta(key) == rule.paused_reason:
+        return None
+    await deps.status.set_meta(key, rule.paused_reason)
+    return (f"Daily posts in this channel are paused: {rule.paused_reason}. Fix that (permissions, channel) and "
+            "use `follow` again to resume; nothing queued is lost.")

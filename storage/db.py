@@ -72,12 +72,13 @@ def _apply_sync(conn: sqlite3.Connection, target: int | None = None) -> int:
     return current
 
 
-def _friendly(exc: sqlite3.Error, path: Path) -> DatabaseError:
+def friendly_error(exc: sqlite3.Error, path: Path) -> DatabaseError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return DatabaseError(f"The database {path} is locked by another process; stop it or try again.")
-    if "full" in text:
-        return DatabaseError(f"The disk holding {path} is full; nothing was written. Free space and retry.")
+    if "full" in text or "disk I/O" in text:
+        return DatabaseError(f"Could not write to {path} ({text}): the disk may be full. Nothing of this batch "
+                             "was written; free space and retry.")
     if "not a database" in text or "malformed" in text:
         return DatabaseError(f"{path} is not a readable paperboy database ({text}).")
     return DatabaseError(f"Database error on {path}: {text}")
@@ -89,7 +90,7 @@ def open_sync(path: Path | str, *, migrate: bool = True, target: int | None = No
     try:
         conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise _friendly(exc, p) from exc
+        raise friendly_error(exc, p) from exc
     try:
         if migrate:
             # Before any PRAGMA: journal_mode=WAL rewrites the header of a database we are about to refuse.
@@ -101,7 +102,7 @@ def open_sync(path: Path | str, *, migrate: bool = True, target: int | None = No
         return conn
     except sqlite3.Error as exc:
         conn.close()
-        raise _friendly(exc, p) from exc
+        raise friendly_error(exc, p) from exc
     except DatabaseError:
         conn.close()
         raise
@@ -122,7 +123,7 @@ async def open_async(path: Path | str, *, migrate: bool = True) -> aiosqlite.Con
             await conn.execute(pragma)
         return conn
     except sqlite3.Error as exc:
-        raise _friendly(exc, p) from exc
+        raise friendly_error(exc, p) from exc
 
 
 def backup(src: Path | str, dest: Path | str) -> int:
@@ -140,7 +141,7 @@ def backup(src: Path | str, dest: Path | str) -> int:
             raise DatabaseError(f"The backup failed its integrity check: {check}")
         return pages
     except sqlite3.Error as exc:
-        raise _friendly(exc, dest_p) from exc
+        raise friendly_error(exc, dest_p) from exc
     finally:
         target.close()
         source.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -29,7 +30,7 @@ from bot.models import (
 from bot.ports import UpsertResult
 from bot.query import Query
 from bot.text import authors_text, category_tokens
-from storage.db import DatabaseError, open_async
+from storage.db import DatabaseError, friendly_error, open_async
 from storage.search_index import SearchPlanner
 
 # Title counts most, then authors, then the abstract; the category column only filters.
@@ -168,14 +169,24 @@ class Database:
                 raise DatabaseError(f"The database {self.path} is locked by another process ({exc}).") from exc
             try:
                 yield self.conn
+            except sqlite3.OperationalError as exc:
+                await self._rollback()
+                raise friendly_error(exc, self.path) from exc
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
             try:
                 await self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                await self._rollback()
+                raise friendly_error(exc, self.path) from exc
+
+    async def _rollback(self) -> None:
+        # SQLite rolls back by itself after some errors (a full disk, an I/O error); rolling back again would
+        # raise "no transaction is active" and hide the real error.
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
                 await self.conn.execute("ROLLBACK")
-                raise DatabaseError(f"Could not commit to {self.path}: {exc}") from exc
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         async with self.conn.execute(sql, params) as cur:

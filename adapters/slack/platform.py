@@ -51,6 +51,8 @@ COMMAND = "/papers"
 METADATA_EVENT = "paperboy_delivery"
 # respond() may be used 5 times per response_url (Slack's documented budget).
 MAX_RESPONSES = 5
+# Slack's own signature window is 5 minutes; remember signatures a little longer than that.
+REPLAY_WINDOW_SECONDS = 6 * 60
 
 # Errors that mean "this user cannot be reached"; retrying would only spend rate limit.
 UNREACHABLE_ERRORS: Mapping[str, str] = {
@@ -189,6 +191,7 @@ class SlackPlatform:
         self._last_post: dict[str, float] = {}
         self._channel_locks: dict[str, asyncio.Lock] = {}
         self._runner: web.AppRunner | None = None
+        self._seen_signatures: dict[str, float] = {}  # signature -> when first seen (replay guard)
         self._socket: AsyncSocketModeHandler | None = None
         self.http_port: int | None = None  # the bound port once serving HTTP (useful with port 0)
         self.app = self._build_app()
@@ -256,6 +259,21 @@ class SlackPlatform:
             )
 
     async def _handle_http(self, request: web.Request) -> web.Response:
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "").strip()
+        signature = request.headers.get("X-Slack-Signature", "").strip()
+        # slack_sdk's verifier raises on a non-numeric timestamp; such a request is simply not from Slack.
+        if not timestamp.isascii() or not timestamp.isdigit() or not signature:
+            return web.json_response({"error": "invalid request"}, status=401)
+        # Bolt checks the HMAC and the 5-minute window; a request replayed inside that window would pass
+        # both, so a signature is accepted once. Recorded before dispatch, so concurrent replays lose too.
+        now = time.time()
+        if self._seen_signatures.get(signature) is not None:
+            return web.json_response({"error": "invalid request"}, status=401)
+        self._seen_signatures[signature] = now
+        if len(self._seen_signatures) > 64:
+            cutoff = now - REPLAY_WINDOW_SECONDS
+            for sig in [k for k, t in self._seen_signatures.items() if t < cutoff]:
+                del self._seen_signatures[sig]
         bolt_request = await to_bolt_request(request)
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)

@@ -169,10 +169,6 @@ def test_a_full_disk_leaves_no_partial_state(tmp_path: Path) -> None:
     assert _count(db) == before  # the file's 20 papers: all or none, and here none
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6: a write that fails for lack of space surfaces as a raw "
-                   "sqlite3.OperationalError traceback ('disk I/O error', then 'cannot rollback - no transaction is "
-                   "active' from storage/sqlite.py Database.write's ROLLBACK after SQLite already rolled back) "
-                   "instead of the friendly DatabaseError the CLI prints")
 def test_a_full_disk_gives_a_clear_error(tmp_path: Path) -> None:
     result, _ = _ingest_on_full_disk(tmp_path)
     assert "Traceback" not in result.stderr

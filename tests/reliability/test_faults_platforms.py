@@ -175,9 +175,6 @@ async def test_a_429_storm_is_waited_out(discord_app: App, discord_fake: FakeDis
     assert all(n == 1 for n in _nonce_counts(discord_fake).values())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6: a paused channel's admin is not told; delivery.py pauses the "
-                   "channel on the first permanent failure but nothing notifies an admin (no notice in the next "
-                   "admin command, no DM)")
 async def test_a_paused_channels_admin_is_told_once(discord_app: App, discord_fake: FakeDiscord) -> None:
     await _world(discord_app, [TEXT], [])
     discord_fake.fail("POST", rf"/channels/{TEXT_ID}/messages$", 403, code=50013, times=1000)
