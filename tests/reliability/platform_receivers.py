@@ -86,7 +86,6 @@ class DiscordReceiver(Receiver):
     async def request_post(self, bot: BotProcess) -> None:
         from tests.adapters.discord.fake_discord import ADMIN_ID, ALL_PERMISSIONS, TEXT_ID
 
-        self.fake._sockets = [ws for ws in self.fake._sockets if not ws.closed]
         await self.fake.interact("post", user_id=ADMIN_ID, permissions=ALL_PERMISSIONS, channel_id=TEXT_ID)
 
     async def finish(self, bot: BotProcess) -> int:

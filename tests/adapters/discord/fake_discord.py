@@ -619,6 +619,8 @@ class FakeDiscord:
             await ws.close(code=code, message=b"fake restart")
 
     async def dispatch(self, event: str, data: Json) -> None:
+        # A killed bot's socket may linger until the server notices; events go to live sockets only.
+        self._sockets = [ws for ws in self._sockets if not ws.closed]
         for ws in list(self._sockets):
             await self._send(ws, event, data)
 
