@@ -90,6 +90,8 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
     """
     total_papers = total_queued = total_alerts = 0
     now = deps.clock.now()
+    if not await deps.papers.unrouted(1):
+        return RouteReport(0, 0, 0)  # nothing new: don't load or compile a single alert
     rules = [r for r in await deps.channels.rules()]
     standing_rules: list[Standing] = []
     rule_by_key: dict[str, ChannelRule] = {}
@@ -101,26 +103,31 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
             continue
         rule_by_key[rule.channel.key] = rule
         standing_rules.append(Standing(rule.channel.key, q if q is not None else _match_all()))
-    subs = [s async for s in deps.subscriptions.all()]
     standing_subs: list[Standing] = []
     sub_owner: dict[str, UserRef] = {}
     sub_text: dict[str, str] = {}
-    for sub in subs:
-        try:
-            q = parse(sub.query, today=now.date())
-        except QueryError:
-            continue
+    cache = deps.queries
+    async for sub in deps.subscriptions.all():
+        # Alerts hold no relative dates (subscribe refuses since:), so a parsed query depends on its text only.
+        parsed = cache.get(sub.query)
+        if parsed is None:
+            try:
+                parsed = parse(sub.query, today=now.date())
+            except QueryError:
+                continue
+            cache.put(sub.query, parsed)
         key = f"sub:{sub.id}"
-        standing_subs.append(Standing(key, q))
+        standing_subs.append(Standing(key, parsed))
         sub_owner[key] = sub.user
         sub_text[key] = sub.query
+    matcher = cache.matcher(standing_rules + standing_subs)
     while True:
         papers = await deps.papers.unrouted(batch)
         if not papers:
             break
         enqueue: list[tuple[ChannelRef, list[str]]] = []
         rows: list[Delivery] = []
-        hits = match_papers(papers, standing_rules + standing_subs)
+        hits = match_papers(papers, standing_rules + standing_subs, matcher=matcher)
         for key, rule in rule_by_key.items():
             matched = [p.arxiv_id for p, _ in hits.get(key, [])]
             if matched:
