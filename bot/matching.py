@@ -27,7 +27,7 @@ from datetime import date
 
 from bot.models import Paper
 from bot.query import TEXT_COLUMNS, Category, Doc, Node, Not, Or, Query, Term
-from bot.text import Tokenizer, authors_text, category_token, default_tokenizer
+from bot.text import Tokenizer, authors_text, category_token, category_token_list, default_tokenizer
 
 _ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
 _STEM_CACHE_MAX = 500_000
@@ -116,12 +116,8 @@ def docs_of(papers: Sequence[Paper], tokenizer: Tokenizer | None = None) -> list
     streams = fast_tokenizer(tokenizer).tokenize_many(texts)
     out = []
     for i, p in enumerate(papers):
-        cats: set[str] = set()
-        for c in p.categories:
-            cats.add(category_token(c))
-            cats.add(category_token(c.split(".", 1)[0]))
         t, a, au = streams[3 * i : 3 * i + 3]
-        out.append(Doc(tuple(t), tuple(a), tuple(au), frozenset(cats), p.published))
+        out.append(Doc(tuple(t), tuple(a), tuple(au), frozenset(category_token_list(p.categories)), p.published))
     return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from bot.text import Tokenizer, category_token, default_tokenizer
+from bot.text import Tokenizer, category_token, category_token_list, default_tokenizer
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 24
@@ -475,8 +475,4 @@ def make_doc(
 ) -> Doc:
     tok = tokenizer or default_tokenizer()
     t, a, au = tok.tokenize_many([title, abstract, authors])
-    cats: set[str] = set()
-    for c in categories:
-        cats.add(category_token(c))
-        cats.add(category_token(c.split(".", 1)[0]))
-    return Doc(tuple(t), tuple(a), tuple(au), frozenset(cats), day)
+    return Doc(tuple(t), tuple(a), tuple(au), frozenset(category_token_list(categories)), day)

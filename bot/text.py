@@ -29,14 +29,20 @@ def category_token(category: str) -> str:
     return _CAT_CLEAN.sub("x", category.strip().lower()) + "0"
 
 
-def category_tokens(categories: Sequence[str]) -> str:
-    """The text stored in the index's category column: every category and its archive (`cs.LG` -> cs, cs.LG)."""
+def category_token_list(categories: Sequence[str]) -> list[str]:
+    """Every category and its archive as index tokens (`cs.LG` -> cs.LG, cs), once each, in order.
+
+    The one definition of what `cat:` matches: the index column and the Python matcher both use it."""
     seen: dict[str, None] = {}
     for cat in categories:
         seen[category_token(cat)] = None
-        archive = cat.split(".", 1)[0]
-        seen[category_token(archive)] = None
-    return " ".join(seen)
+        seen[category_token(cat.split(".", 1)[0])] = None
+    return list(seen)
+
+
+def category_tokens(categories: Sequence[str]) -> str:
+    """The text stored in the index's category column."""
+    return " ".join(category_token_list(categories))
 
 
 def authors_text(authors: Sequence[str]) -> str:
