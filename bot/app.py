@@ -38,10 +38,6 @@ class AppService:
         self.deps = deps
 
     async def handle(self, command: Command) -> Reply:
-        if command.received_at is None:
-            from dataclasses import replace
-
-            command = replace(command, received_at=self.deps.clock.now())
         return await self.router.dispatch(command, self.deps)
 
     async def complete(self, user: UserRef, arg: str, current: str) -> list[tuple[str, str]]:
