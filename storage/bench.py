@@ -61,29 +61,28 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
-def _rss_mb(pid: int | None = None) -> float:
-    """Resident memory now (MB) of one process."""
+def _proc_mb(path: str, field: str) -> float | None:
+    """A kB figure from a /proc status-style file, in MB; None when the file or the field is missing."""
     try:
-        with open(f"/proc/{pid or os.getpid()}/status", encoding="ascii") as fh:
+        with open(path, encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    """Resident memory now (MB) of one process."""
+    return _proc_mb(f"/proc/{pid or os.getpid()}/status", "VmRSS:") or 0.0
 
 
 def _pss_mb(pid: int) -> float:
     """Proportional set size (MB): resident memory with pages shared between processes split among them, so
     forked workers do not count the parent's pages again. Falls back to RSS."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return _rss_mb(pid)
+    pss = _proc_mb(f"/proc/{pid}/smaps_rollup", "Pss:")
+    return pss if pss is not None else _rss_mb(pid)
 
 
 def _tree_rss_mb(root: int, pss: bool = True) -> float:
