@@ -92,7 +92,7 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
     now = deps.clock.now()
     if not await deps.papers.unrouted(1):
         return RouteReport(0, 0, 0)  # nothing new: don't load or compile a single alert
-    rules = [r for r in await deps.channels.rules()]
+    rules = await deps.channels.rules()
     standing_rules: list[Standing] = []
     rule_by_key: dict[str, ChannelRule] = {}
     for rule in rules:
