@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
 from storage.db import DatabaseError
@@ -35,6 +36,8 @@ CANDIDATES = 200
 COUNT_CAP = 2_000
 TITLE_WEIGHT = 10.0
 AUTHOR_WEIGHT = 3.0
+_WEIGHTS = (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT))
+STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates again and again)
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
@@ -54,20 +57,27 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+# Porter is not idempotent on every stem: the stem "bacts" (of "bacts") read back as query text is "bact", so
+# an expanded term cannot always be asked for by quoting it. A word that Porter turns into exactly that stem
+# can (verified with the tokenizer itself, never assumed): "bactse" -> "bacts", "agree" -> "agre".
+_SURFACE_SUFFIXES = ("e", "ing", "ed", "es", "eing")
+
+
 class Compiler:
     """Compiles a query to an FTS5 MATCH like bot.query.to_fts, expanding single-word prefixes to terms.
 
     `expand(prefix)` returns the stored terms starting with `prefix`, or None to keep FTS5's own prefix query.
-    A term is only emitted quoted if FTS5 re-tokenises it to itself (Porter is not idempotent on every stem);
-    otherwise the native prefix query is used for that leaf, which is slower but always exact.
+    Each term is emitted as a quoted word that FTS5 tokenises to exactly that term (`surface`); for a term with
+    no such word, the slower but always exact fallbacks below.
     """
 
     def __init__(self, expand: Callable[[str], list[str] | None], tokenizer: Tokenizer | None = None,
-                 verified: dict[str, str | None] | None = None) -> None:
+                 verified: dict[str, tuple[str | None, str | None]] | None = None) -> None:
         self.expand = expand
         self.tok = tokenizer or default_tokenizer()
-        # term -> what FTS5 makes of it as query text (itself for most stems), None if not one token
-        self.verified: dict[str, str | None] = verified if verified is not None else {}
+        # term -> (a query word FTS5 reads as exactly that term or None, what FTS5 makes of the term itself or
+        # None if not one token)
+        self.verified: dict[str, tuple[str | None, str | None]] = verified if verified is not None else {}
 
     def compile(self, node: Node) -> str | _Nothing:
         if isinstance(node, Term):
@@ -97,6 +107,24 @@ class Compiler:
             expr = "(" + expr + " NOT (" + " OR ".join(p for p in negatives if isinstance(p, str)) + "))"
         return expr
 
+    def _verify(self, terms: list[str]) -> None:
+        unknown = [t for t in terms if t not in self.verified]
+        if not unknown:
+            return
+        if len(self.verified) > 500_000:
+            self.verified.clear()
+        again: dict[str, str | None] = {}
+        for t, stream in zip(unknown, self.tok.tokenize_many(unknown), strict=True):
+            again[t] = stream[0] if len(stream) == 1 else None
+        odd = [t for t in unknown if again[t] != t]
+        words = [t + suffix for t in odd for suffix in _SURFACE_SUFFIXES]
+        surface: dict[str, str] = {}
+        for word, stream in zip(words, self.tok.tokenize_many(words), strict=True):
+            if len(stream) == 1:
+                surface.setdefault(stream[0], word)
+        for t in unknown:
+            self.verified[t] = (t if again[t] == t else surface.get(t), again[t])
+
     def _term(self, term: Term) -> str | _Nothing:
         if not (term.prefix and len(term.tokens) == 1):
             return to_fts(term)
@@ -105,22 +133,17 @@ class Compiler:
             return to_fts(term)
         if not terms:
             return NOTHING
-        unknown = [t for t in terms if t not in self.verified]
-        if unknown:
-            if len(self.verified) > 500_000:
-                self.verified.clear()
-            for t, stream in zip(unknown, self.tok.tokenize_many(unknown), strict=True):
-                self.verified[t] = stream[0] if len(stream) == 1 else None
+        self._verify(terms)
         prefix = term.tokens[0]
         parts = []
         for t in terms:
-            again = self.verified[t]
-            if again == t:
-                parts.append(_quote(t))
+            word, again = self.verified[t]
+            if word is not None:
+                parts.append(_quote(word))
             elif again is not None and t.startswith(again) and again.startswith(prefix):
-                # Porter is not idempotent on this stem (agreed -> agre -> agr), so "agre" cannot be asked
-                # for exactly. "agre"* covers the terms starting with agre, or, if FTS5 stems it first, with
-                # agr; both include agre and start with the user's prefix, so the union is unchanged.
+                # No word found that FTS5 reads as exactly this stem. "agre"* covers the terms starting with
+                # agre, or, if FTS5 stems it first, with agr; both include agre and start with the user's
+                # prefix, so the union is unchanged (but FTS5 merges those doclists over the whole table).
                 parts.append(_quote(t) + "*")
             else:
                 return to_fts(term)
@@ -209,8 +232,9 @@ class SearchPlanner:
         self.db = db  # storage.sqlite.Database
         self.tok = tokenizer or default_tokenizer()
         self._vocab_ready = False
-        self._verified: dict[str, str | None] = {}
+        self._verified: dict[str, tuple[str | None, str | None]] = {}
         self._floors: dict[tuple[str, int, int], int] = {}
+        self._streams: dict[str, str] = {}  # title or author text -> joined_stream of its tokens
 
     async def _ensure_vocab(self) -> None:
         conn = self.db.conn
@@ -285,14 +309,20 @@ class SearchPlanner:
         if query.since is not None:
             since_sql = " AND p.published >= ?"
             params.append(query.since.isoformat())
-        cols = "papers_fts.rowid, NULL" if order == "rank" else "papers_fts.rowid, p.published"
-        join = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql or order != "rank" else ""
+        leaves = _scored_leaves(query) if order == "rank" else []
+        if order != "rank":
+            cols = "papers_fts.rowid, p.published"
+        elif leaves:
+            # The scoring text comes with the candidates: one statement, no second round trip by id.
+            cols = "papers_fts.rowid, p.title, p.authors"
+        else:
+            cols = "papers_fts.rowid"
+        join = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql or cols != "papers_fts.rowid" else ""
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ?{since_sql} "
                "ORDER BY papers_fts.rowid DESC LIMIT ?")
         rows = await self.db.fetchall(sql, [*params, n])
         if order == "rank":
-            scores = await self._scores(query, match, [int(r[0]) for r in rows])
-            scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0]))
+            scored = sorted(((int(r[0]), self._score(leaves, r)) for r in rows), key=lambda x: (-x[1], -x[0]))
         else:
             # Newest by date within the window of newest stored matches (exact whenever all matches fit).
             by_date = sorted(rows, key=lambda r: (r[1] or "", int(r[0])), reverse=True)
@@ -302,47 +332,37 @@ class SearchPlanner:
             if len(rows) < n:
                 total = len(rows)
             else:
-                csql = (f"SELECT count(*) FROM (SELECT papers_fts.rowid FROM papers_fts{join} WHERE papers_fts MATCH ? "
-                        f"AND papers_fts.rowid >= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?)")
+                cjoin = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql else ""
+                csql = (f"SELECT count(*) FROM (SELECT papers_fts.rowid FROM papers_fts{cjoin} "
+                        f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ?{since_sql} "
+                        "ORDER BY papers_fts.rowid DESC LIMIT ?)")
                 cap = COUNT_CAP if query.since is None else 10 * COUNT_CAP
                 c = int((await self.db.fetchone(csql, [*params, cap + 1]))[0])
                 total = c if c <= cap else None
         return Ranked(scored[offset:want], total)
 
-    async def _scores(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
-        """Each candidate's score: per positive word or phrase of the query, TITLE_WEIGHT if the title has it
-        and AUTHOR_WEIGHT if the author list has it. One FTS5 query per (leaf, column), limited to the
-        candidates' rowid range and AND-ed with the whole query, so FTS5 skips through the doclists."""
-        scores = dict.fromkeys(ids, 0.0)
-        if not ids:
-            return scores
-        low = min(ids)
-        leaf_exprs: list[tuple[str, float]] = []
-        compiler = None
-        for leaf in query.terms():
-            if not isinstance(leaf, Term):
-                continue
-            for column, weight in (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT)):
-                if leaf.column not in (None, column):
-                    continue
-                one = replace(leaf, column=column)
-                if has_prefix(one):
-                    if compiler is None:
-                        compiler = await self._compiler_for(query)
-                    expr = await asyncio.to_thread(compiler.compile, one)
-                else:
-                    expr = to_fts(one)
-                if isinstance(expr, str):
-                    leaf_exprs.append((expr, weight))
-        for expr, weight in leaf_exprs:
-            rows = await self.db.fetchall(
-                "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ?",
-                (f"({match}) AND ({expr})", low))
-            for r in rows:
-                rid = int(r[0])
-                if rid in scores:
-                    scores[rid] += weight
-        return scores
+    def _score(self, leaves: list[tuple[str, str, float]], row: Any) -> float:
+        """A candidate's score as the module docstring defines it, from its own title and author text.
+
+        Asking FTS5 per (leaf, column) re-ran the whole MATCH (for a phrase or a prefix of hundreds of terms,
+        the slowest part of the search) twice more. Here each column becomes its token stream joined and
+        bracketed by a separator no token contains, so the reference `term_matches` (consecutive tokens equal,
+        the last one only starting with the prefix) is one substring test; tests/scale compare both."""
+        if not leaves:
+            return 0.0
+        title = self._joined(str(row[1] or ""))
+        authors = self._joined(str(row[2] or ""))
+        return sum(weight for column, pattern, weight in leaves
+                   if pattern in (title if column == "title" else authors))
+
+    def _joined(self, text: str) -> str:
+        joined = self._streams.get(text)
+        if joined is None:
+            if len(self._streams) >= STREAM_CACHE:
+                self._streams.clear()
+            joined = joined_stream(fast_tokenizer(self.tok).tokenize_many([text])[0])
+            self._streams[text] = joined
+        return joined
 
     async def _compiler_for(self, query: Query) -> Compiler:
         expansions: dict[str, list[str] | None] = {}
@@ -353,6 +373,32 @@ class SearchPlanner:
             terms = [str(r[0]) for r in rows]
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
         return Compiler(lambda p: expansions.get(p), self.tok, self._verified)
+
+
+SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it
+
+
+def joined_stream(stream: Sequence[str]) -> str:
+    """A token stream as one string in which a phrase is a substring (see `leaf_pattern`)."""
+    return SEP + SEP.join(stream) + SEP
+
+
+def leaf_pattern(term: Term) -> str | None:
+    """The substring of `joined_stream(s)` that occurs exactly when `_phrase_in(term.tokens, s, term.prefix)`."""
+    if not term.tokens:
+        return None
+    return SEP + SEP.join(term.tokens) + ("" if term.prefix else SEP)
+
+
+def _scored_leaves(query: Query) -> list[tuple[str, str, float]]:
+    """(column, pattern, weight) for every positive word or phrase and each column that can score it."""
+    out = []
+    for leaf in query.terms():
+        pattern = leaf_pattern(leaf) if isinstance(leaf, Term) else None
+        if pattern is None or not isinstance(leaf, Term):
+            continue
+        out += [(column, pattern, weight) for column, weight in _WEIGHTS if leaf.column in (None, column)]
+    return out
 
 
 def _prefixes(node: Node) -> list[str]:

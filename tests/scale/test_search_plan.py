@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bot.matching import docs_of
 from bot.models import Paper
 from bot.query import Doc, Query, QueryError, Term, matches, parse, term_matches
+from bot.text import default_tokenizer
 from storage import search_index
 from storage.sqlite import Stores
 from tests.scale.strategies import TODAY, corpora, queries
@@ -140,3 +141,38 @@ def test_prefixes_over_stems_porter_would_change_again(store: tuple[asyncio.Abst
         query = parse(text, today=TODAY)
         hits = loop.run_until_complete(stores.papers.search(query, limit=10)).hits
         assert {h.paper.arxiv_id for h in hits} == {pid for pid, d in docs.items() if matches(query, d)}, text
+
+
+def test_non_idempotent_stems_are_asked_for_by_a_word_that_stems_to_them(
+        store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    # A native prefix part ("agre"*) merges every doclist under it over the whole table; "agree" reads as agre.
+    loop, stores = store
+    corpus = [Paper("2611.00001", "They agreed", ""), Paper("2611.00002", "Agriculture", ""),
+              Paper("2611.00003", "A universal law", "")]
+    loop.run_until_complete(_load(stores, corpus))
+    planner = stores.papers._planner
+    for text in ("ag*", "agre*", "univ*"):
+        match = loop.run_until_complete(planner.compile(parse(text, today=TODAY)))
+        assert isinstance(match, str) and "*" not in match, (text, match)
+
+
+_TOKENS = ["a", "ab", "abc", "b", "ba", "c"]  # tokens that are prefixes of one another
+
+
+@given(stream=st.lists(st.sampled_from(_TOKENS), max_size=8),
+       tokens=st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=3), prefix=st.booleans(),
+       column=st.sampled_from(["title", "authors"]))
+def test_the_substring_scorer_is_the_reference_term_matcher(stream: list[str], tokens: list[str], prefix: bool,
+                                                            column: str) -> None:
+    term = Term(" ".join(tokens), tuple(tokens), column, prefix)
+    doc = Doc(tuple(stream), (), tuple(stream), frozenset(), None)
+    pattern = search_index.leaf_pattern(term)
+    assert pattern is not None
+    assert (pattern in search_index.joined_stream(stream)) == term_matches(term, doc)
+
+
+def test_no_token_contains_the_scoring_separator() -> None:
+    tok = default_tokenizer()
+    texts = [f"a{search_index.SEP}b", f"x {search_index.SEP} y", f"Über{search_index.SEP}naïve"]
+    for stream in tok.tokenize_many(texts):
+        assert stream and all(search_index.SEP not in t for t in stream)
