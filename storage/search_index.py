@@ -41,6 +41,7 @@ STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates 
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
+CATEGORY_END = "0"  # every category index token ends with it (bot.text.category_token)
 
 VOCAB_TABLE = "temp.papers_fts_terms"
 CREATE_VOCAB = f"CREATE VIRTUAL TABLE IF NOT EXISTS {VOCAB_TABLE} USING fts5vocab(main, papers_fts, 'row')"
@@ -127,10 +128,10 @@ class Compiler:
 
     def _term(self, term: Term) -> str | _Nothing:
         if not (term.prefix and len(term.tokens) == 1):
-            return to_fts(term)
+            return leaf_fts(term)
         terms = self.expand(term.tokens[0])
         if terms is None:
-            return to_fts(term)
+            return leaf_fts(term)
         if not terms:
             return NOTHING
         self._verify(terms)
@@ -146,9 +147,28 @@ class Compiler:
                 # prefix, so the union is unchanged (but FTS5 merges those doclists over the whole table).
                 parts.append(_quote(t) + "*")
             else:
-                return to_fts(term)
+                return leaf_fts(term)
+        exact = not any(p.endswith("*") for p in parts)
+        if term.column is None and exact and not any(t.endswith(CATEGORY_END) for t in terms):
+            return "(" + " OR ".join(parts) + ")"  # no term that the category column could hold: see leaf_fts
         cols = term.column or "title abstract authors"
         return "{" + cols + "} : (" + " OR ".join(parts) + ")"
+
+
+def leaf_fts(term: Term) -> str:
+    """bot.query.to_fts of one word or phrase, without the column filter where it cannot change the result.
+
+    A leaf without a column means title, abstract or authors: every column but `cats`, so to_fts adds a column
+    filter, and FTS5 then reads the position list of every row it visits to check the column (a quarter of
+    the time of a phrase, most of the time of a single word). Every token of the `cats` column ends in
+    CATEGORY_END (bot.text.category_token); a phrase with a token that does not (other than a last token
+    that is only a prefix) cannot occur there, so the filter can be left out and the same papers match.
+    """
+    if term.column is None:
+        exact = term.tokens[:-1] if term.prefix else term.tokens
+        if any(not t.endswith(CATEGORY_END) for t in exact):
+            return _quote(term.raw) + ("*" if term.prefix else "")
+    return to_fts(term)
 
 
 def has_prefix(node: Node | None) -> bool:
@@ -268,13 +288,13 @@ class SearchPlanner:
     async def compile(self, query: Query) -> str | _Nothing:
         assert query.root is not None
         if not has_prefix(query.root):
-            return to_fts(query.root)
+            return Compiler(lambda p: None, self.tok, self._verified).compile(query.root)
         try:
             await self._ensure_vocab()
         except DatabaseError:
             # Another process holds the write lock (a backfill, say) and the vocabulary is behind: FTS5's own
             # prefix query is slower but never misses a word.
-            return to_fts(query.root)
+            return Compiler(lambda p: None, self.tok, self._verified).compile(query.root)
         compiler = await self._compiler_for(query)
         # Checking that each term re-tokenises to itself runs the tokenizer: off the event loop.
         return await asyncio.to_thread(compiler.compile, query.root)

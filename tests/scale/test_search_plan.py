@@ -176,3 +176,47 @@ def test_no_token_contains_the_scoring_separator() -> None:
     texts = [f"a{search_index.SEP}b", f"x {search_index.SEP} y", f"Über{search_index.SEP}naïve"]
     for stream in tok.tokenize_many(texts):
         assert stream and all(search_index.SEP not in t for t in stream)
+
+
+# Words the category column holds (cs.LG -> csxlg0, cs -> cs0), also typed into titles and queries: leaving the
+# column filter out of a leaf must never let the category column match it.
+_CAT_WORDS = ["csxlg0", "cs0", "hepxth0", "graph", "cs", "csxlg"]
+_cat_atom = st.one_of(
+    st.sampled_from(_CAT_WORDS),
+    st.sampled_from(["cs*", "csx*", "csxl*", "hep*", "gra*", "c*"]),
+    st.lists(st.sampled_from(_CAT_WORDS), min_size=2, max_size=3).map(lambda ws: '"' + " ".join(ws) + '"'),
+    st.lists(st.sampled_from(_CAT_WORDS), min_size=2, max_size=2).map(lambda ws: '"' + " ".join(ws) + '"*'),
+)
+
+
+@given(titles=st.lists(st.lists(st.sampled_from(_CAT_WORDS), max_size=4).map(" ".join), min_size=1, max_size=6),
+       texts=st.lists(st.lists(_cat_atom, min_size=1, max_size=3).map(" ".join), min_size=1, max_size=4))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+def test_words_the_category_column_holds_match_only_in_text_columns(
+        store: tuple[asyncio.AbstractEventLoop, Stores], titles: list[str], texts: list[str]) -> None:
+    loop, stores = store
+    corpus = [Paper(f"2611.{i:05d}", title or "untitled", "", ("Cs Graph",) if i % 2 else (),
+                    categories=("cs.LG", "hep-th") if i % 3 else ("math.PR",))
+              for i, title in enumerate(titles, start=1)]
+    ids = loop.run_until_complete(_load(stores, corpus))
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+    for query in _parsed(texts):
+        expected = {pid for pid, doc in docs.items() if matches(query, doc)}
+        full = loop.run_until_complete(stores.papers.search(query, limit=100, count=True))
+        assert full.error is None, (query.text, full.error)
+        assert [h.paper.arxiv_id for h in full.hits] == reference_ranking(query, ids, docs, 10**6), query.text
+        assert full.total == len(expected)
+
+
+def test_leaves_that_the_category_column_could_hold_keep_the_column_filter() -> None:
+    def leaf(text: str) -> str:
+        root = parse(text, today=TODAY).root
+        assert isinstance(root, Term)
+        return search_index.leaf_fts(root)
+
+    assert leaf("graph") == '"graph"'
+    assert leaf('"graph csxlg0"') == '"graph csxlg0"'
+    assert leaf('"graph cs"*') == '"graph cs"*'
+    for text in ("csxlg0", '"cs0 csxlg0"', "cs*", '"cs0 csx"*', "ti:graph"):
+        assert leaf(text).startswith("{"), text
