@@ -349,16 +349,19 @@ class SearchPlanner:
             scored = [(int(r[0]), 0.0) for r in by_date]
         total: int | None = None
         if count:
+            cap = COUNT_CAP if query.since is None else 10 * COUNT_CAP
             if len(rows) < n:
                 total = len(rows)
-            else:
+            elif n <= cap:
+                # Only the matches older than the candidates are left to count: the scan goes on where the
+                # candidates' stopped instead of walking them again (for a sparse phrase, the whole table).
                 cjoin = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql else ""
                 csql = (f"SELECT count(*) FROM (SELECT papers_fts.rowid FROM papers_fts{cjoin} "
-                        f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ?{since_sql} "
+                        f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid < ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
-                cap = COUNT_CAP if query.since is None else 10 * COUNT_CAP
-                c = int((await self.db.fetchone(csql, [*params, cap + 1]))[0])
-                total = c if c <= cap else None
+                low = min(int(r[0]) for r in rows)
+                older = int((await self.db.fetchone(csql, [match, floor, low, *params[2:], cap + 1 - n]))[0])
+                total = n + older if n + older <= cap else None
         return Ranked(scored[offset:want], total)
 
     def _score(self, leaves: list[tuple[str, str, float]], row: Any) -> float:

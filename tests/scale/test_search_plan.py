@@ -79,12 +79,12 @@ def _parsed(texts: list[str]) -> list[Query]:
 
 @given(corpus=corpora(), texts=st.lists(queries(), min_size=1, max_size=4),
        window=st.integers(min_value=1, max_value=6), limit=st.integers(min_value=1, max_value=4),
-       offset=st.integers(min_value=0, max_value=3))
+       offset=st.integers(min_value=0, max_value=3), cap=st.integers(min_value=1, max_value=12))
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         store: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
-        limit: int, offset: int) -> None:
+        limit: int, offset: int, cap: int) -> None:
     loop, stores = store
     ids = loop.run_until_complete(_load(stores, corpus))
     docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
@@ -102,10 +102,15 @@ def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         want_recent = sorted(expected, key=lambda pid: (docs[pid].day, ids[pid]), reverse=True)
         assert [h.paper.arxiv_id for h in recent.hits] == want_recent, query.text
         # A small candidate window and pages: the top-k of the newest `window` matches, as defined.
-        with mock.patch.object(search_index, "CANDIDATES", window):
-            page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset))
+        with mock.patch.object(search_index, "CANDIDATES", window), mock.patch.object(search_index, "COUNT_CAP", cap):
+            page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset, count=True))
         ranked = reference_ranking(query, ids, docs, max(window, offset + limit))
         assert [h.paper.arxiv_id for h in page.hits] == ranked[offset : offset + limit], query.text
+        # The count: exact when every match is a candidate or up to the cap (ten times it with a date filter),
+        # None past it.
+        most = cap if query.since is None else 10 * cap
+        exact = len(expected) < max(window, offset + limit) or len(expected) <= most
+        assert page.total == (len(expected) if exact else None), query.text
 
 
 def test_a_prefix_nothing_starts_with_finds_nothing(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
