@@ -295,8 +295,11 @@ class SearchPlanner:
             # Another process holds the write lock (a backfill, say) and the vocabulary is behind: FTS5's own
             # prefix query is slower but never misses a word.
             return Compiler(lambda p: None, self.tok, self._verified).compile(query.root)
-        compiler = await self._compiler_for(query)
-        # Checking that each term re-tokenises to itself runs the tokenizer: off the event loop.
+        compiler, expansions = await self._compiler_for(query)
+        verified = self._verified
+        if all(t in verified for terms in expansions.values() if terms for t in terms):
+            return compiler.compile(query.root)  # only string building left
+        # Checking what each new term re-tokenises to runs the tokenizer: off the event loop.
         return await asyncio.to_thread(compiler.compile, query.root)
 
     async def since_floor(self, query: Query) -> int:
@@ -387,7 +390,7 @@ class SearchPlanner:
             self._streams[text] = joined
         return joined
 
-    async def _compiler_for(self, query: Query) -> Compiler:
+    async def _compiler_for(self, query: Query) -> tuple[Compiler, dict[str, list[str] | None]]:
         expansions: dict[str, list[str] | None] = {}
         for prefix in _prefixes(query.root) if query.root is not None else []:
             rows = await self.db.fetchall(
@@ -395,7 +398,7 @@ class SearchPlanner:
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [str(r[0]) for r in rows]
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
-        return Compiler(lambda p: expansions.get(p), self.tok, self._verified)
+        return Compiler(lambda p: expansions.get(p), self.tok, self._verified), expansions
 
 
 SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it
