@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import bisect
 import gc
-import re
+import sys
 import weakref
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import chain
 
 from bot.models import Paper
-from bot.query import TEXT_COLUMNS, Category, Doc, Node, Not, Or, Query, Term
+from bot.query import Category, Doc, Node, Not, Or, Query, Term, term_matches
 from bot.text import Tokenizer, authors_text, category_token, category_token_list, default_tokenizer
 
-_ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
+# ASCII: letters to lower case, digits kept, everything else to a blank (what unicode61 separates on).
+_ASCII_FOLD = {c: (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
 _STEM_CACHE_MAX = 500_000
+_NOT_NEEDED_MAX = 2_000_000
 
 
 class FastTokenizer:
@@ -48,47 +50,53 @@ class FastTokenizer:
         self.odd: dict[str, tuple[str, ...]] = {}  # words FTS5 did not turn into exactly one token
 
     def tokenize_many(self, texts: Sequence[str]) -> list[list[str]]:
-        out: list[list[str] | None] = [None] * len(texts)
-        words_of: list[list[str] | None] = [None] * len(texts)
+        out: list[list[str]] = [[] for _ in texts]
         slow: list[int] = []
-        missing: set[str] = set()
-        stems = self.stems
-        odd = self.odd
+        pending: list[tuple[int, list[str]]] = []
+        lookup = self.stems.__getitem__
         for i, text in enumerate(texts):
             if not text.isascii():
                 slow.append(i)
                 continue
-            words = _ASCII_WORD.findall(text.lower())
-            words_of[i] = words
-            missing.update(w for w in words if w not in stems and w not in odd)
-        if missing:
-            if len(stems) + len(missing) > _STEM_CACHE_MAX:
-                stems.clear()
-                odd.clear()
-            ordered = sorted(missing)
-            for word, stream in zip(ordered, self.tok.tokenize_many(ordered), strict=True):
-                if len(stream) == 1:
-                    stems[word] = stream[0]
-                else:
-                    odd[word] = tuple(stream)
-        if slow:
-            for i, fts_stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
-                out[i] = fts_stream
-        for i, ws in enumerate(words_of):
-            if ws is None:
-                continue
+            # One C-level pass lower-cases and blanks every non-alphanumeric character (= splitting on runs of
+            # [A-Za-z0-9]); a warm cache then maps every word at C speed, and only a miss takes the slow path.
+            words = text.translate(_ASCII_FOLD).split()
             try:
-                out[i] = [stems[w] for w in ws]
+                out[i] = list(map(lookup, words))
             except KeyError:
+                pending.append((i, words))
+        if pending:
+            self._learn({w for _, ws in pending for w in ws})
+            stems, odd = self.stems, self.odd
+            for i, words in pending:
                 acc: list[str] = []
-                for w in ws:
+                for w in words:
                     hit = stems.get(w)
                     if hit is not None:
                         acc.append(hit)
                     else:
                         acc.extend(odd[w])
                 out[i] = acc
-        return [o if o is not None else [] for o in out]
+        if slow:
+            for i, fts_stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
+                out[i] = fts_stream
+        return out
+
+    def _learn(self, words: set[str]) -> None:
+        missing = words.difference(self.stems).difference(self.odd)
+        if not missing:
+            return
+        if len(self.stems) + len(missing) > _STEM_CACHE_MAX:
+            self.stems.clear()
+            self.odd.clear()
+            missing = words
+        ordered = sorted(missing)
+        for word, stream in zip(ordered, self.tok.tokenize_many(ordered), strict=True):
+            # Interned: every paper's copy of a word is then one string object, hashed once and compared by identity.
+            if len(stream) == 1:
+                self.stems[word] = sys.intern(stream[0])
+            else:
+                self.odd[word] = tuple(map(sys.intern, stream))
 
 
 _fast: weakref.WeakKeyDictionary[Tokenizer, FastTokenizer] = weakref.WeakKeyDictionary()
@@ -131,23 +139,44 @@ class Standing:
 
 # ---------------------------------------------------------------- plans
 #
-# Leaf keys (hashable, shared by every plan that uses the same leaf):
-#   "tok"                               the token anywhere in title, abstract or authors
-#   ("col", column, "tok")              the token in one column
+# Leaf keys (hashable, shared by every query that uses the same leaf):
+#   "tok"                                the token anywhere in title, abstract or authors
+#   ("col", column, "tok")               the token in one column
 #   ("phr", column|None, tokens, prefix) a phrase and/or prefix, verified with the reference rules
-#   ("cat", "csxlg0")                   a category token
+#   ("cat", "csxlg0")                    a category token
+#   ("since", date)                      papers dated on or after
+#   ("all",)                             every paper
 # Plans: ("leaf", key) | ("and", positives, negatives) | ("or", children) | ("since", date, plan) | ("all",)
 
 Plan = tuple[object, ...]
 LeafKey = object
+ALL: LeafKey = ("all",)
+MAX_ROWS = 16  # an OR plan flattens to at most this many conjunctions; larger ones are evaluated as trees
+
+# A conjunction of leaves: (positives, negatives). Most standing queries are exactly one.
+Conj = tuple[tuple[LeafKey, ...], tuple[LeafKey, ...]]
 
 
 def _leaf_key(node: Term | Category) -> LeafKey:
     if isinstance(node, Category):
         return ("cat", category_token(node.name))
-    if len(node.tokens) == 1 and not node.prefix:
-        return node.tokens[0] if node.column is None else ("col", node.column, node.tokens[0])
-    return ("phr", node.column, node.tokens, node.prefix)
+    # Interned, as the tokenizer's stems are: a dict lookup of the same string object skips comparing characters.
+    tokens = tuple(map(sys.intern, node.tokens))
+    if len(tokens) == 1 and not node.prefix:
+        return tokens[0] if node.column is None else ("col", node.column, tokens[0])
+    return ("phr", node.column, tokens, node.prefix)
+
+
+def _plan_leaves(plan: Plan) -> Iterator[LeafKey]:
+    kind = plan[0]
+    if kind == "leaf":
+        yield plan[1]
+    elif kind == "since":
+        yield from _plan_leaves(plan[2])  # type: ignore[arg-type]  # plan tuples are heterogeneous by design
+    elif kind in ("and", "or"):
+        for group in plan[1:]:
+            for child in group:  # type: ignore[attr-defined]  # see above
+                yield from _plan_leaves(child)
 
 
 def _plan(node: Node) -> Plan:
@@ -170,124 +199,157 @@ def _query_plan(query: Query) -> Plan:
     return plan
 
 
-# Index keys: every match contains at least one of a plan's keys. ("tok", t) for any-column tokens (also required
-# by column terms and phrases), ("cat", c), ("pre", p) for a prefix. None = cannot prune.
-IndexKey = tuple[str, str]
-
-
-def _index_keys(plan: Plan) -> set[IndexKey] | None:
+def _conjunctions(plan: Plan) -> list[Conj] | None:
+    """The plan as an OR of conjunctions of leaves, or None when that form would be large (then it is
+    evaluated as a tree). NOT (a OR b) becomes NOT a AND NOT b; NOT of a conjunction stays a tree."""
     kind = plan[0]
+    if kind == "all":
+        return [((ALL,), ())]
     if kind == "leaf":
-        key = plan[1]
-        if isinstance(key, str):
-            return {("tok", key)}
-        assert isinstance(key, tuple)
-        if key[0] == "col":
-            return {("tok", key[2])}
-        if key[0] == "cat":
-            return {("cat", key[1])}
-        tokens: tuple[str, ...] = key[2]
-        full = tokens[:-1] if key[3] else tokens
-        if full:
-            return {("tok", max(full, key=len))}  # longer words are rarer: a cheap guess at selectivity
-        return {("pre", tokens[-1])}
-    if kind == "or":
-        acc: set[IndexKey] = set()
-        for child in plan[1]:  # type: ignore[attr-defined]
-            keys = _index_keys(child)
-            if keys is None:
-                return None
-            acc |= keys
-        return acc
-    if kind == "and":
-        best: set[IndexKey] | None = None
-        for child in plan[1]:  # type: ignore[attr-defined]
-            keys = _index_keys(child)
-            if keys is not None and (best is None or _cost(keys) < _cost(best)):
-                best = keys
-        return best
+        return [((plan[1],), ())]
     if kind == "since":
-        return _index_keys(plan[2])  # type: ignore[arg-type]
-    if kind == "toks":
-        words: tuple[str, ...] = plan[1]  # type: ignore[assignment]
-        return {("tok", max(words, key=len))}
-    return None
+        inner = _conjunctions(plan[2])  # type: ignore[arg-type]  # plan tuples are heterogeneous by design
+        if inner is None:
+            return None
+        return [((*pos, ("since", plan[1])), neg) for pos, neg in inner]
+    children: tuple[Plan, ...] = plan[1]  # type: ignore[assignment]  # see above
+    if kind == "or":
+        acc: list[Conj] = []
+        for child in children:
+            sub = _conjunctions(child)
+            if sub is None:
+                return None
+            acc += sub
+        return acc if len(acc) <= MAX_ROWS else None
+    rows: list[Conj] = [((), ())]
+    for child in children:
+        sub = _conjunctions(child)
+        if sub is None:
+            return None
+        rows = [(p + sp, n + sn) for p, n in rows for sp, sn in sub]
+        if len(rows) > MAX_ROWS:
+            return None
+    negatives: list[LeafKey] = []
+    negated: tuple[Plan, ...] = plan[2]  # type: ignore[assignment]  # see above
+    for child in negated:
+        sub = _conjunctions(child)
+        if sub is None or any(len(sp) != 1 or sn for sp, sn in sub):
+            return None
+        negatives += [sp[0] for sp, _ in sub]
+    return [(p, n + tuple(negatives)) for p, n in rows]
 
 
-def _cost(keys: set[IndexKey]) -> tuple[int, int]:
-    return (len(keys), -min(len(k[1]) for k in keys))
+def _selective_first(key: LeafKey) -> tuple[int, int]:
+    """Positives are AND-ed left to right and stop at the first empty bitset: likely-empty leaves go first
+    (phrases, then column words, then words, longer words being rarer; categories and dates match many)."""
+    if isinstance(key, str):
+        return (2, -len(key))
+    assert isinstance(key, tuple)
+    rank = {"phr": 0, "col": 1, "cat": 3, "since": 4, "all": 5}[key[0]]
+    return (rank, -len(key[-1]) if key[0] == "col" else 0)
+
+
+def _normal(pos: tuple[LeafKey, ...], neg: tuple[LeafKey, ...]) -> Conj:
+    p = tuple(sorted(dict.fromkeys(pos), key=_selective_first))
+    if len(p) > 1 and p[-1] == ALL:
+        p = p[:-1]
+    return p, tuple(dict.fromkeys(neg))
 
 
 # ---------------------------------------------------------------- the batch
 
 
 class Batch:
-    """Bitsets over a batch of docs: bit i is doc i. Leaves are computed on first use and cached."""
+    """Bitsets over a batch of docs: bit i is doc i. Any-column tokens up front, other leaves on demand."""
 
-    def __init__(self, docs: Sequence[Doc]) -> None:
+    def __init__(self, docs: Sequence[Doc], needed: Callable[[set[str]], set[str]] | None = None) -> None:
+        """`needed(words)` picks the words of the batch anyone will ask about (None: all of them); the rest get
+        no bitset, which saves most of the work, since standing queries name topic words, not "the" or "model"."""
         self.docs = docs
         self.n = len(docs)
         self.full = (1 << self.n) - 1
-        anyb: dict[object, int] = {}
-        cols: dict[str, dict[str, int]] = {c: {} for c in TEXT_COLUMNS}
+        anyb: dict[str, int] = {}
+        get = anyb.get
         cats: dict[str, int] = {}
+        if needed is None:
+            per_doc = [set(chain(d.title, d.abstract, d.authors)) for d in docs]
+        else:
+            keep = needed(set().union(*[s for d in docs for s in (d.title, d.abstract, d.authors)]))
+            per_doc = [keep.intersection(chain(d.title, d.abstract, d.authors)) for d in docs]
+        for i, words in enumerate(per_doc):
+            bit = 1 << i
+            for t in words:
+                anyb[t] = get(t, 0) | bit
         for i, d in enumerate(docs):
             bit = 1 << i
-            for name, stream in (("title", d.title), ("abstract", d.abstract), ("authors", d.authors)):
-                col = cols[name]
-                for t in set(stream):
-                    col[t] = col.get(t, 0) | bit
             for c in d.categories:
                 cats[c] = cats.get(c, 0) | bit
-        for col in cols.values():
-            for t, b in col.items():
-                anyb[t] = anyb.get(t, 0) | b
-        self.cols = cols
+        self.anyb = anyb
         self.cats = cats
-        self.tokens = sorted(k for k in anyb if isinstance(k, str))
-        self.bits: dict[object, int] = anyb  # leaf key -> bitset; any-column tokens are precomputed
+        self._sorted: list[str] | None = None
+        self._column_sets: dict[tuple[int, str], frozenset[str]] = {}
+        self._cache: dict[object, int] = {}
         self._since: dict[date, int] = {}
 
     def leaf(self, key: LeafKey) -> int:
-        b = self.bits.get(key)
+        if isinstance(key, str):
+            return self.anyb.get(key, 0)
+        b = self._cache.get(key)
         if b is not None:
             return b
-        if isinstance(key, str):
-            b = 0
+        assert isinstance(key, tuple)
+        kind = key[0]
+        if kind == "col":
+            b = self.column_token(key[1], key[2])
+        elif kind == "cat":
+            b = self.cats.get(key[1], 0)
+        elif kind == "since":
+            b = self.since(key[1])
+        elif kind == "all":
+            b = self.full
         else:
-            assert isinstance(key, tuple)
-            if key[0] == "col":
-                b = self.cols[key[1]].get(key[2], 0)
-            elif key[0] == "cat":
-                b = self.cats.get(key[1], 0)
-            else:
-                b = self._phrase(key[1], key[2], key[3])
-        self.bits[key] = b
+            b = self._phrase(key[1], key[2], key[3])
+        self._cache[key] = b
         return b
 
-    def _prefix_bits(self, column: str | None, prefix: str) -> int:
-        source = self.cols[column] if column else self.bits
+    def column_token(self, column: str, token: str) -> int:
+        cand = self.anyb.get(token, 0)
+        out = 0
+        sets = self._column_sets
+        while cand:
+            low = cand & -cand
+            i = low.bit_length() - 1
+            words = sets.get((i, column))
+            if words is None:
+                words = sets[(i, column)] = frozenset(self.docs[i].column(column))
+            if token in words:
+                out |= low
+            cand ^= low
+        return out
+
+    def _prefix_bits(self, prefix: str) -> int:
+        if self._sorted is None:
+            self._sorted = sorted(self.anyb)
+        tokens = self._sorted
         b = 0
-        i = bisect.bisect_left(self.tokens, prefix)
-        while i < len(self.tokens) and self.tokens[i].startswith(prefix):
-            b |= source.get(self.tokens[i], 0)
+        i = bisect.bisect_left(tokens, prefix)
+        while i < len(tokens) and tokens[i].startswith(prefix):
+            b |= self.anyb[tokens[i]]
             i += 1
         return b
 
     def _phrase(self, column: str | None, tokens: tuple[str, ...], prefix: bool) -> int:
-        source = self.cols[column] if column else self.bits
         cand = self.full
+        get = self.anyb.get
         for t in tokens[:-1] if prefix else tokens:
-            cand &= source.get(t, 0)
+            cand &= get(t, 0)
             if not cand:
                 return 0
         if prefix:
-            cand &= self._prefix_bits(column, tokens[-1])
-        if len(tokens) == 1 or not cand:
-            return cand  # one word (a prefix): presence is the whole test
+            cand &= self._prefix_bits(tokens[-1])
+        if not cand or (len(tokens) == 1 and column is None):
+            return cand  # one word (a prefix) in any column: presence is the whole test
         term = Term(raw="", tokens=tokens, column=column, prefix=prefix)
-        from bot.query import term_matches
-
         out = 0
         while cand:
             low = cand & -cand
@@ -306,47 +368,67 @@ class Batch:
             self._since[day] = b
         return b
 
-    def present(self, key: IndexKey) -> bool:
-        kind, value = key
-        if kind == "tok":
-            return value in self.bits and self.bits[value] != 0
-        if kind == "cat":
-            return value in self.cats
-        i = bisect.bisect_left(self.tokens, value)
-        return i < len(self.tokens) and self.tokens[i].startswith(value)
-
     def eval(self, plan: Plan) -> int:
+        """A plan as a tree: for the few standing queries that do not flatten to conjunctions."""
         kind = plan[0]
-        if kind == "toks":
-            acc = self.full
-            get = self.bits.get
-            for t in plan[1]:  # type: ignore[attr-defined]
-                acc &= get(t, 0)
-                if not acc:
-                    return 0
-            return acc
         if kind == "leaf":
             return self.leaf(plan[1])
         if kind == "and":
             acc = self.full
-            for child in plan[1]:  # type: ignore[attr-defined]
+            for child in plan[1]:  # type: ignore[attr-defined]  # plan tuples are heterogeneous by design
                 acc &= self.eval(child)
                 if not acc:
                     return 0
-            for child in plan[2]:  # type: ignore[attr-defined]
+            for child in plan[2]:  # type: ignore[attr-defined]  # see above
                 acc &= ~self.eval(child)
                 if not acc:
                     return 0
             return acc
         if kind == "or":
             acc = 0
-            for child in plan[1]:  # type: ignore[attr-defined]
+            for child in plan[1]:  # type: ignore[attr-defined]  # see above
                 acc |= self.eval(child)
             return acc
         if kind == "since":
-            s = self.since(plan[1])  # type: ignore[arg-type]
-            return self.eval(plan[2]) & s if s else 0  # type: ignore[arg-type]
+            s = self.since(plan[1])  # type: ignore[arg-type]  # see above
+            return self.eval(plan[2]) & s if s else 0  # type: ignore[arg-type]  # see above
         return self.full
+
+
+# ---------------------------------------------------------------- evaluating many conjunctions at once
+#
+# Conjunctions are grouped by shape (number of positive and negative leaves) into columns of leaf ids, and each
+# shape is one list comprehension over `lb`, the batch's bitset per leaf id: about 0.1 µs per standing query,
+# where walking a plan tree per query cost 3 µs. `(x := ...) and (x := x & ...)` stops at the first empty leaf.
+
+Columns = list[list[int]]  # [plan ids, leaf ids of positive 1..p, leaf ids of negative 1..n]
+
+
+def _eval_shape(lb: list[int], shape: tuple[int, int], cols: Columns) -> list[tuple[int, int]]:
+    pids = cols[0]
+    if shape == (1, 0):
+        return [(p, x) for p, a in zip(pids, cols[1], strict=True) if (x := lb[a])]
+    if shape == (2, 0):
+        return [(p, x) for p, a, b in zip(pids, cols[1], cols[2], strict=True) if (x := lb[a]) and (x := x & lb[b])]
+    if shape == (3, 0):
+        return [(p, x) for p, a, b, c in zip(pids, cols[1], cols[2], cols[3], strict=True)
+                if (x := lb[a]) and (x := x & lb[b]) and (x := x & lb[c])]
+    if shape == (1, 1):
+        return [(p, x) for p, a, n in zip(pids, cols[1], cols[2], strict=True) if (x := lb[a]) and (x := x & ~lb[n])]
+    if shape == (2, 1):
+        return [(p, x) for p, a, b, n in zip(pids, cols[1], cols[2], cols[3], strict=True)
+                if (x := lb[a]) and (x := x & lb[b]) and (x := x & ~lb[n])]
+    npos = shape[0]
+    out: list[tuple[int, int]] = []
+    for r, pid in enumerate(pids):
+        x = lb[cols[1][r]]
+        for j in range(2, len(cols)):
+            if not x:
+                break
+            x = x & lb[cols[j][r]] if j <= npos else x & ~lb[cols[j][r]]
+        if x:
+            out.append((pid, x))
+    return out
 
 
 # ---------------------------------------------------------------- the matcher
@@ -369,104 +451,153 @@ class Matcher:
 
     def _compile(self, standing: Iterable[Standing]) -> None:
         self.standing: list[Standing] = []
-        self._plans: list[Plan] = []  # distinct plans
         self._owners: list[list[int]] = []  # plan index -> standing indexes
-        self._leaves: dict[int, list[tuple[str, LeafKey]]] = {}  # standing index -> (described, key), lazily
+        self._trees: list[tuple[int, Plan]] = []  # plans evaluated as trees
+        # plan -> [(matched-term texts, their leaf ids, keys of the standing queries describing them so)], lazily
+        self._groups: dict[int, list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]] = {}
         plan_ids: dict[Plan, int] = {}
-        by_key: dict[IndexKey, list[int]] = defaultdict(list)
-        simple: dict[str, list[int]] = defaultdict(list)
-        self._always: list[int] = []
+        flat: list[tuple[int, list[Conj]]] = []
+        keys: set[LeafKey] = set()
         for s in standing:
             si = len(self.standing)
             self.standing.append(s)
-            plan = _flatten(_query_plan(s.query))
+            plan = _query_plan(s.query)
             pid = plan_ids.get(plan)
             if pid is None:
-                pid = len(self._plans)
+                pid = len(self._owners)
                 plan_ids[plan] = pid
-                self._plans.append(plan)
                 self._owners.append([])
-                if plan[0] == "leaf" and isinstance(plan[1], str):
-                    simple[plan[1]].append(pid)  # one word anywhere: its bitset is the answer, no evaluation
+                rows = _conjunctions(plan)
+                if rows is None:
+                    self._trees.append((pid, plan))
+                    keys.update(_plan_leaves(plan))
                 else:
-                    keys = _index_keys(plan)
-                    if keys is None:
-                        self._always.append(pid)
-                    else:
-                        for k in keys:
-                            by_key[k].append(pid)
+                    flat.append((pid, list(dict.fromkeys(_normal(p, n) for p, n in rows))))
             self._owners[pid].append(si)
-        self._simple = dict(simple)
-        self._tok_keys = {k[1]: v for k, v in by_key.items() if k[0] == "tok"}
-        self._other_keys = [(k, v) for k, v in by_key.items() if k[0] != "tok"]
+        keys.update(k for _, rows in flat for p, n in rows for k in (*p, *n))
+        # Every word a leaf names, interned like the tokenizer's stems (dict lookups then compare identities);
+        # a word's leaf id is its index here, so the batch's word bitsets are the first stretch of `lb`.
+        prefixes: set[str] = set()
+        named: set[str] = {k for k in keys if isinstance(k, str)}
+        for k in keys:
+            if isinstance(k, tuple) and k[0] == "col":
+                named.add(k[2])
+            elif isinstance(k, tuple) and k[0] == "phr":
+                tokens: tuple[str, ...] = k[2]
+                named.update(tokens[:-1] if k[3] else tokens)
+                if k[3]:
+                    prefixes.add(tokens[-1])
+        words = sorted(map(sys.intern, named))
+        word_id = {w: i for i, w in enumerate(words)}
+        in_column = sorted(k for k in keys if isinstance(k, tuple) and k[0] == "col")
+        pairs = [k for k in keys if isinstance(k, tuple) and k[0] == "phr" and k[1] is None and not k[3]
+                 and len(k[2]) == 2]
+        placed = {*in_column, *pairs}
+        rest = [k for k in keys if not isinstance(k, str) and k not in placed]
+        self._leaf_id: dict[LeafKey, int] = {w: i for w, i in word_id.items()}
+        for k in (*in_column, *pairs, *rest):
+            self._leaf_id[k] = len(self._leaf_id)
+        self._words = words
+        self._in_column: list[tuple[str, int]] = [(k[1], word_id[k[2]]) for k in in_column]  # ("col", column, w)
+        self._pair_a = [word_id[k[2][0]] for k in pairs]  # ("phr", None, (a, b), False)
+        self._pair_b = [word_id[k[2][1]] for k in pairs]
+        self._pair_keys = pairs
+        self._rest = rest
+        # The words any leaf can ask a batch about, and the prefixes whose words are found batch by batch.
+        self._vocab: set[str] = set(words)
+        self._prefixes = prefixes
+        self._prefix_lengths = sorted({len(p) for p in prefixes})
+        self._not_needed: set[str] = set()
+        self._shapes: dict[tuple[int, int], Columns] = {}  # plans that are one conjunction
+        self._or_shapes: dict[tuple[int, int], Columns] = {}  # rows of plans that are several (OR-ed)
+        leaf_id = self._leaf_id
+        for pid, rows in flat:
+            target = self._shapes if len(rows) == 1 else self._or_shapes
+            for p, n in rows:
+                shape = (len(p), len(n))
+                cols = target.get(shape)
+                if cols is None:
+                    cols = target[shape] = [[] for _ in range(1 + len(p) + len(n))]
+                cols[0].append(pid)
+                for j, k in enumerate((*p, *n), start=1):
+                    cols[j].append(leaf_id[k])
+
+    def _needed(self, words: set[str]) -> set[str]:
+        """The batch's words some leaf can ask about: named words, and words starting with a named prefix."""
+        unknown = words.difference(self._vocab, self._not_needed)
+        if unknown:
+            if len(self._not_needed) > _NOT_NEEDED_MAX:
+                self._not_needed.clear()
+            prefixes, lengths = self._prefixes, self._prefix_lengths
+            for w in unknown:
+                if any(w[:n] in prefixes for n in lengths if n <= len(w)):
+                    self._vocab.add(w)
+                else:
+                    self._not_needed.add(w)
+        return words & self._vocab
+
+    def batch(self, docs: Sequence[Doc]) -> Batch:
+        return Batch(docs, self._needed)
+
+    def _leaf_bits(self, batch: Batch) -> list[int]:
+        """Every leaf's bitset for this batch, by leaf id."""
+        get = batch.anyb.get
+        lb = [get(w, 0) for w in self._words]
+        column_token = batch.column_token
+        words = self._words
+        lb += [column_token(c, words[w]) if lb[w] else 0 for c, w in self._in_column]
+        # A two-word phrase can only be where both words are: most are nowhere, and the rest need a look.
+        keys = self._pair_keys
+        leaf = batch.leaf
+        lb += [leaf(keys[j]) if (x := lb[a]) and x & lb[b] else 0
+               for j, a, b in zip(range(len(keys)), self._pair_a, self._pair_b, strict=True)]
+        lb += [leaf(k) for k in self._rest]
+        return lb
+
+    def groups(self, pid: int) -> list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]:
+        """A plan's standing queries grouped by how they describe their positive leaves (their matched-term
+        texts and leaf ids): one group, unless people typed the same words differently."""
+        got = self._groups.get(pid)
+        if got is None:
+            by_text: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...], list[str]]] = {}
+            for si in self._owners[pid]:
+                s = self.standing[si]
+                leaves = s.query.terms()
+                texts = tuple(leaf.describe() for leaf in leaves)
+                group = by_text.get(texts)
+                if group is None:
+                    group = by_text[texts] = (texts, tuple(self._leaf_id[_leaf_key(leaf)] for leaf in leaves), [])
+                group[2].append(s.key)
+            got = self._groups[pid] = list(by_text.values())
+        return got
 
     def match_batch(self, docs: Sequence[Doc]) -> list[tuple[Standing, int]]:
         """(standing query, bitset of the docs it matches) for every standing query matching at least one."""
         if not docs:
             return []
-        return [(self.standing[si], b) for si, b in self._run(Batch(docs))]
+        hits, _ = self._run(self.batch(docs))
+        return [(self.standing[si], b) for pid, b in hits for si in self._owners[pid]]
 
-    def _run(self, batch: Batch) -> list[tuple[int, int]]:
-        plans = self._plans
-        seen = bytearray(len(plans))
+    def _run(self, batch: Batch) -> tuple[list[tuple[int, int]], list[int]]:
+        """(plan id, bitset) for every plan matching at least one doc, and the leaves' bitsets."""
+        lb = self._leaf_bits(batch)
         hits: list[tuple[int, int]] = []
-        tok_keys = self._tok_keys
-        simple = self._simple
-        bits = batch.bits
-        evaluate = batch.eval
-        for t in batch.tokens:
-            pids = simple.get(t)
-            if pids is not None:
-                b = bits[t]
-                hits.extend([(pid, b) for pid in pids])
-            pids = tok_keys.get(t)
-            if pids is None:
-                continue
-            for pid in pids:
-                if seen[pid]:
-                    continue
-                seen[pid] = 1
-                b = evaluate(plans[pid])
-                if b:
-                    hits.append((pid, b))
-        for key, pids in self._other_keys:
-            if not batch.present(key):
-                continue
-            for pid in pids:
-                if not seen[pid]:
-                    seen[pid] = 1
-                    b = evaluate(plans[pid])
-                    if b:
-                        hits.append((pid, b))
-        for pid in self._always:
-            if not seen[pid]:
-                seen[pid] = 1
-                b = evaluate(plans[pid])
-                if b:
-                    hits.append((pid, b))
-        owners = self._owners
-        return [(si, b) for pid, b in hits for si in owners[pid]]
-
-    def leaves(self, si: int) -> list[tuple[str, LeafKey]]:
-        """The positive leaves of standing query `si`, described for users, with their bitset keys."""
-        got = self._leaves.get(si)
-        if got is None:
-            got = [(leaf.describe(), _leaf_key(leaf)) for leaf in self.standing[si].query.terms()]
-            self._leaves[si] = got
-        return got
+        for shape, cols in self._shapes.items():
+            hits += _eval_shape(lb, shape, cols)
+        if self._or_shapes:
+            merged: dict[int, int] = {}
+            for shape, cols in self._or_shapes.items():
+                for pid, b in _eval_shape(lb, shape, cols):
+                    merged[pid] = merged.get(pid, 0) | b
+            hits += merged.items()
+        for pid, plan in self._trees:
+            b = batch.eval(plan)
+            if b:
+                hits.append((pid, b))
+        return hits, lb
 
     def match(self, doc: Doc) -> list[Standing]:
         return [s for s, _ in self.match_batch([doc])]
-
-
-def _flatten(plan: Plan) -> Plan:
-    """An AND of plain words without exclusions, the commonest alert, as one flat ("toks", words) node."""
-    if plan[0] == "and" and not plan[2]:
-        children = plan[1]
-        assert isinstance(children, tuple)
-        if all(c[0] == "leaf" and isinstance(c[1], str) for c in children):
-            return ("toks", tuple(c[1] for c in children))
-    return plan
 
 
 def _bits(b: int) -> list[int]:
@@ -478,9 +609,12 @@ def _bits(b: int) -> list[int]:
     return out
 
 
+Found = tuple[tuple[Paper, tuple[str, ...]], ...]  # (paper, matched terms), in paper order
+Hits = dict[str, Found]
+
+
 def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
-                 tokenizer: Tokenizer | None = None,
-                 matcher: Matcher | None = None) -> dict[str, list[tuple[Paper, list[str]]]]:
+                 tokenizer: Tokenizer | None = None, matcher: Matcher | None = None) -> Hits:
     """standing key -> [(paper, matched terms)] for every paper that matches, in paper order.
 
     Pass a `matcher` built once from the same `standing` to skip compiling them again for every batch.
@@ -499,19 +633,22 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
             gc.enable()
 
 
-def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None
-           ) -> dict[str, list[tuple[Paper, list[str]]]]:
-    batch = Batch(docs_of(papers, tokenizer))
-    out: dict[str, list[tuple[Paper, list[str]]]] = {}
-    for si, b in m._run(batch):
-        # What matched, per paper: the positive leaves whose (cached) bitset has the paper's bit, which is
-        # bot.query.matched_terms computed once per leaf for the whole batch instead of once per pair.
-        leaves = m.leaves(si)
-        key = m.standing[si].key
-        if len(leaves) == 1:  # the only positive leaf of a matching query always matched
-            text = leaves[0][0]
-            out[key] = [(papers[i], [text]) for i in _bits(b)]
-            continue
-        marked = [(text, batch.leaf(k)) for text, k in leaves]
-        out[key] = [(papers[i], [text for text, lb in marked if lb >> i & 1]) for i in _bits(b)]
+def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Hits:
+    hits, lb = m._run(m.batch(docs_of(papers, tokenizer)))
+    out: Hits = {}
+    all_groups, groups_of = m._groups, m.groups
+    for pid, b in hits:
+        where = [b.bit_length() - 1] if not b & (b - 1) else _bits(b)
+        for texts, ids, keys in all_groups.get(pid) or groups_of(pid):
+            # What matched, per paper: the positive leaves whose bitset has the paper's bit, which is
+            # bot.query.matched_terms computed once per leaf for the whole batch instead of once per pair.
+            # The answer is immutable, so every standing query of the group shares it.
+            found: Found
+            if len(ids) == 1:  # the only positive leaf of a matching query always matched
+                found = tuple([(papers[i], texts) for i in where])
+            else:
+                found = tuple([(papers[i], tuple([t for t, j in zip(texts, ids, strict=True) if lb[j] >> i & 1]))
+                               for i in where])
+            for key in keys:
+                out[key] = found
     return out

@@ -346,7 +346,7 @@ def test_inverted_index_matcher_equals_the_reference_matcher(corpus: list[Paper]
         expected = [p.arxiv_id for p in corpus if matches(s.query, docs[p.arxiv_id])]
         assert [p.arxiv_id for p, _ in got.get(s.key, [])] == expected, s.query.text
         for paper, terms in got.get(s.key, []):
-            assert terms == matched_terms(s.query, docs[paper.arxiv_id])
+            assert list(terms) == matched_terms(s.query, docs[paper.arxiv_id])
 
 
 _SOUP = st.lists(st.sampled_from(['"', "*", "(", ")", "-", "NOT", "OR", "AND", "NEAR(", "ti:", "au:", "abs:", "cat:",
