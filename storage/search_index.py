@@ -22,6 +22,8 @@ term with that prefix across the whole table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ TITLE_WEIGHT = 10.0
 AUTHOR_WEIGHT = 3.0
 _WEIGHTS = (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT))
 STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates again and again)
+TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
+TIER_WINDOWS = (2_000, 50_000)  # the newest ids asked for first, then the next; then the rest with every term
+_NO_TOP = 2**63 - 1
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
@@ -108,7 +113,7 @@ class Compiler:
             expr = "(" + expr + " NOT (" + " OR ".join(p for p in negatives if isinstance(p, str)) + "))"
         return expr
 
-    def _verify(self, terms: list[str]) -> None:
+    def verify(self, terms: list[str]) -> None:
         unknown = [t for t in terms if t not in self.verified]
         if not unknown:
             return
@@ -134,7 +139,7 @@ class Compiler:
             return leaf_fts(term)
         if not terms:
             return NOTHING
-        self._verify(terms)
+        self.verify(terms)
         prefix = term.tokens[0]
         parts = []
         for t in terms:
@@ -224,19 +229,42 @@ def refresh_vocab_sync(conn: sqlite3.Connection, tokenizer: Tokenizer | None = N
 
 def _fold(conn: Any, ids: Sequence[int], tok: Tokenizer) -> None:
     texts: list[str] = []
+    owners: list[int] = []
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"SELECT title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk):
-            texts.extend(str(x or "") for x in row)
-    terms: set[str] = set()
-    for stream in tok.tokenize_many(texts):
-        terms.update(stream)
-    conn.executemany("INSERT OR IGNORE INTO search_vocab(term) VALUES (?)", [(t,) for t in terms])
+        for row in conn.execute(f"SELECT id, title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk):
+            texts.extend(str(x or "") for x in row[1:])
+            owners.extend([int(row[0])] * 4)
+    conn.executemany(UPSERT_TERM, _lasts(owners, tok.tokenize_many(texts)))
     conn.executemany("DELETE FROM search_vocab_dirty WHERE id=?", [(i,) for i in ids])
 
 
+# A new term's `last` is the paper's id; a known term's grows to it, and an unknown one (NULL) stays unknown.
+UPSERT_TERM = ("INSERT INTO search_vocab(term, last) VALUES (?, ?) "
+               "ON CONFLICT(term) DO UPDATE SET last = max(last, excluded.last)")
+
+
+def _lasts(owners: Sequence[int], streams: Sequence[Sequence[str]]) -> list[tuple[str, int]]:
+    """(term, the newest of these papers that has it) for every term of the streams; owners[i] has streams[i]."""
+    last: dict[str, int] = {}
+    for owner, stream in zip(owners, streams, strict=True):
+        for t in stream:
+            if last.get(t, -1) < owner:
+                last[t] = owner
+    return list(last.items())
+
+
 # ---------------------------------------------------------------- the plan, on the async store connection
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A query as FTS5 MATCH text, and for a prefix of many terms the same over only the terms of recent papers."""
+
+    match: str
+    top: int | None = None  # with tiers: the newest paper id when the vocabulary was folded, the highest id asked
+    tiers: tuple[tuple[int, str | None], ...] = ()  # (lowest id, MATCH over the terms whose last >= it), newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,14 +284,18 @@ class SearchPlanner:
         self._floors: dict[tuple[str, int, int], int] = {}
         self._streams: dict[str, str] = {}  # title or author text -> joined_stream of its tokens
 
-    async def _ensure_vocab(self) -> None:
+    async def _ensure_vocab(self) -> int:
+        """Fold papers marked dirty into search_vocab. Returns the newest paper id read before folding: every
+        paper up to it has its terms (and their `last`) in search_vocab once this returns."""
         conn = self.db.conn
         if not self._vocab_ready:
             await conn.execute(CREATE_VOCAB)
             self._vocab_ready = True
-        row = await self.db.fetchone("SELECT 1 FROM search_vocab_dirty LIMIT 1")
-        if row is None:
-            return
+        row = await self.db.fetchone(
+            "SELECT (SELECT max(id) FROM papers), EXISTS (SELECT 1 FROM search_vocab_dirty)")
+        top = int(row[0] or 0)
+        if not row[1]:
+            return top
         async with self.db.write() as wconn:
             ids = [r[0] for r in await (await wconn.execute(
                 "SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))).fetchall()]
@@ -271,36 +303,53 @@ class SearchPlanner:
                 await wconn.execute("DELETE FROM search_vocab")
                 await wconn.execute(f"INSERT INTO search_vocab(term) SELECT term FROM {VOCAB_TABLE}")
                 await wconn.execute("DELETE FROM search_vocab_dirty")
-                return
+                return top
             texts: list[str] = []
+            owners: list[int] = []
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = await (await wconn.execute(
-                    f"SELECT title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk)).fetchall()
+                    f"SELECT id, title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk)).fetchall()
                 for row in rows:
-                    texts.extend(str(x or "") for x in row)
+                    texts.extend(str(x or "") for x in row[1:])
+                    owners.extend([int(row[0])] * 4)
             streams = await asyncio.to_thread(self.tok.tokenize_many, texts)
-            terms = {t for s in streams for t in s}
-            await wconn.executemany("INSERT OR IGNORE INTO search_vocab(term) VALUES (?)", [(t,) for t in terms])
+            await wconn.executemany(UPSERT_TERM, _lasts(owners, streams))
             await wconn.executemany("DELETE FROM search_vocab_dirty WHERE id=?", [(i,) for i in ids])
+        return top
 
-    async def compile(self, query: Query) -> str | _Nothing:
+    async def compile(self, query: Query) -> Compiled | _Nothing:
         assert query.root is not None
+        plain = Compiler(lambda p: None, self.tok, self._verified)
         if not has_prefix(query.root):
-            return Compiler(lambda p: None, self.tok, self._verified).compile(query.root)
+            return _compiled(plain.compile(query.root))
         try:
-            await self._ensure_vocab()
+            top = await self._ensure_vocab()
         except DatabaseError:
             # Another process holds the write lock (a backfill, say) and the vocabulary is behind: FTS5's own
             # prefix query is slower but never misses a word.
-            return Compiler(lambda p: None, self.tok, self._verified).compile(query.root)
-        compiler, expansions = await self._compiler_for(query)
-        verified = self._verified
-        if all(t in verified for terms in expansions.values() if terms for t in terms):
-            return compiler.compile(query.root)  # only string building left
-        # Checking what each new term re-tokenises to runs the tokenizer: off the event loop.
-        return await asyncio.to_thread(compiler.compile, query.root)
+            return _compiled(plain.compile(query.root))
+        expansions = await self._expansions(query)
+        terms = [t for e in expansions.values() if e for t, _ in e]
+        if any(t not in self._verified for t in terms):
+            # Checking what each new term re-tokenises to runs the tokenizer: off the event loop.
+            await asyncio.to_thread(Compiler(lambda p: None, self.tok, self._verified).verify, terms)
+        full = _compiled(Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified).compile(query.root))
+        if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
+            return full
+        with contextlib.suppress(DatabaseError):  # unknown lasts read as "any paper": tiers only less selective
+            await self._fill_lasts(expansions)
+        tiers: list[tuple[int, str | None]] = []
+        for window in TIER_WINDOWS:
+            low = top - window + 1
+            if low <= 1:
+                break
+            within = {p: None if e is None else [t for t, last in e if last is None or last >= low]
+                      for p, e in expansions.items()}
+            match = Compiler(within.get, self.tok, self._verified).compile(query.root)
+            tiers.append((low, match if isinstance(match, str) else None))
+        return Compiled(full.match, top, tuple(tiers))
 
     async def since_floor(self, query: Query) -> int:
         """The smallest id of a paper dated on or after `since` (0 = no bound): lets FTS5 skip older rowids."""
@@ -321,13 +370,18 @@ class SearchPlanner:
         self._floors[key] = floor
         return floor
 
-    async def run(self, query: Query, match: str, *, limit: int, offset: int, order: str, count: bool) -> Ranked:
+    async def run(self, query: Query, compiled: Compiled, *, limit: int, offset: int, order: str,
+                  count: bool) -> Ranked:
         floor = await self.since_floor(query)
         if floor < 0:
             return Ranked([], 0 if count else None)
         want = offset + limit
         n = max(CANDIDATES, want)
-        params: list[Any] = [match, floor]
+        match = compiled.match
+        # With tiers, papers stored after the vocabulary was folded are left out, all of them, so the answer is
+        # the one for the moment of the fold rather than a mix.
+        high = compiled.top if compiled.top is not None else _NO_TOP
+        params: list[Any] = [match, floor, high]
         since_sql = ""
         if query.since is not None:
             since_sql = " AND p.published >= ?"
@@ -341,9 +395,19 @@ class SearchPlanner:
         else:
             cols = "papers_fts.rowid"
         join = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql or cols != "papers_fts.rowid" else ""
-        sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ?{since_sql} "
-               "ORDER BY papers_fts.rowid DESC LIMIT ?")
-        rows = await self.db.fetchall(sql, [*params, n])
+        sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
+               f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
+        rows: list[Any] = []
+        for low, tier_match in compiled.tiers:
+            # The newest papers first, asked for with only the terms that occur among them; exact, since a term
+            # left out has no paper at or above `low`. Each tier goes on below the last one.
+            if tier_match is not None and max(low, floor) <= high:
+                rows += await self.db.fetchall(sql, [tier_match, max(low, floor), high, *params[3:], n - len(rows)])
+            high = min(high, low - 1)
+            if len(rows) >= n:
+                break
+        else:
+            rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
             scored = sorted(((int(r[0]), self._score(leaves, r)) for r in rows), key=lambda x: (-x[1], -x[0]))
         else:
@@ -363,7 +427,7 @@ class SearchPlanner:
                         f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid < ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
                 low = min(int(r[0]) for r in rows)
-                older = int((await self.db.fetchone(csql, [match, floor, low, *params[2:], cap + 1 - n]))[0])
+                older = int((await self.db.fetchone(csql, [match, floor, low, *params[3:], cap + 1 - n]))[0])
                 total = n + older if n + older <= cap else None
         return Ranked(scored[offset:want], total)
 
@@ -390,15 +454,38 @@ class SearchPlanner:
             self._streams[text] = joined
         return joined
 
-    async def _compiler_for(self, query: Query) -> tuple[Compiler, dict[str, list[str] | None]]:
-        expansions: dict[str, list[str] | None] = {}
+    async def _expansions(self, query: Query) -> dict[str, list[tuple[str, int | None]] | None]:
+        """Each prefix's stored terms with their `last`, or None where FTS5's own prefix query is kept."""
+        expansions: dict[str, list[tuple[str, int | None]] | None] = {}
         for prefix in _prefixes(query.root) if query.root is not None else []:
             rows = await self.db.fetchall(
-                "SELECT term FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                "SELECT term, last FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
-            terms = [str(r[0]) for r in rows]
+            terms = [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
-        return Compiler(lambda p: expansions.get(p), self.tok, self._verified), expansions
+        return expansions
+
+    async def _fill_lasts(self, expansions: dict[str, list[tuple[str, int | None]] | None]) -> None:
+        """Work out the unknown `last` of the terms of large expansions (once per term: a bulk rebuild of the
+        vocabulary leaves them unknown), and put them in `expansions` too. Read and written in one write
+        transaction, so no paper can be stored and folded in between and be left above a term's `last`."""
+        surface = {t: self._verified.get(t, (None, None))[0] for e in expansions.values() if e for t, _ in e}
+        todo = [(p, i, t) for p, e in expansions.items() if e and len(e) > TIER_TERMS
+                for i, (t, last) in enumerate(e) if last is None and surface[t] is not None]
+        if not todo:
+            return
+        words = json.dumps([_quote(str(surface[t])) for _, _, t in todo])
+        async with self.db.write() as wconn:
+            rows = await (await wconn.execute(
+                "SELECT (SELECT rowid FROM papers_fts WHERE papers_fts MATCH j.value ORDER BY rowid DESC LIMIT 1) "
+                "FROM json_each(?) j ORDER BY j.key", (words,))).fetchall()
+            found = [int(r[0] or 0) for r in rows]
+            await wconn.executemany("UPDATE search_vocab SET last = ? WHERE term = ? AND last IS NULL",
+                                    [(last, t) for (_, _, t), last in zip(todo, found, strict=True)])
+        for (p, i, t), last in zip(todo, found, strict=True):
+            expansion = expansions[p]
+            assert expansion is not None
+            expansion[i] = (t, last)
 
 
 SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it
@@ -425,6 +512,14 @@ def _scored_leaves(query: Query) -> list[tuple[str, str, float]]:
             continue
         out += [(column, pattern, weight) for column, weight in _WEIGHTS if leaf.column in (None, column)]
     return out
+
+
+def _terms(expansion: list[tuple[str, int | None]] | None) -> list[str] | None:
+    return None if expansion is None else [t for t, _ in expansion]
+
+
+def _compiled(match: str | _Nothing) -> Compiled | _Nothing:
+    return match if isinstance(match, _Nothing) else Compiled(match)
 
 
 def _prefixes(node: Node) -> list[str]:

@@ -31,7 +31,7 @@ from bot.ports import UpsertResult
 from bot.query import Query
 from bot.text import authors_text, category_tokens
 from storage.db import DatabaseError, friendly_error, open_async
-from storage.search_index import SearchPlanner
+from storage.search_index import Compiled, SearchPlanner
 
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
@@ -305,10 +305,10 @@ class SqlitePaperStore:
                 hits = tuple(SearchHit(paper_from_row(r), 0.0) for r in rows)
                 return SearchResult(hits, total=total, notes=query.notes)
             planner = self._planner
-            match = await planner.compile(query)
-            if not isinstance(match, str):  # a prefix that no stored word starts with
+            compiled = await planner.compile(query)
+            if not isinstance(compiled, Compiled):  # a prefix that no stored word starts with
                 return SearchResult((), total=0 if count else None, notes=query.notes)
-            ranked = await planner.run(query, match, limit=limit, offset=offset, order=order, count=count)
+            ranked = await planner.run(query, compiled, limit=limit, offset=offset, order=order, count=count)
             found: dict[int, Paper] = {}
             ids = [i for i, _ in ranked.ids]
             if ids:

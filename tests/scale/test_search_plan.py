@@ -59,6 +59,11 @@ async def _load(stores: Stores, corpus: list[Paper]) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
+async def _forget_lasts(stores: Stores) -> None:
+    async with stores.db.write() as conn:
+        await conn.execute("UPDATE search_vocab SET last = NULL")
+
+
 def stores_time():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
@@ -79,14 +84,19 @@ def _parsed(texts: list[str]) -> list[Query]:
 
 @given(corpus=corpora(), texts=st.lists(queries(), min_size=1, max_size=4),
        window=st.integers(min_value=1, max_value=6), limit=st.integers(min_value=1, max_value=4),
-       offset=st.integers(min_value=0, max_value=3), cap=st.integers(min_value=1, max_value=12))
+       offset=st.integers(min_value=0, max_value=3), cap=st.integers(min_value=1, max_value=12),
+       tiers=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=3, unique=True).map(sorted),
+       forget_lasts=st.booleans())
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         store: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
-        limit: int, offset: int, cap: int) -> None:
+        limit: int, offset: int, cap: int, tiers: list[int], forget_lasts: bool) -> None:
     loop, stores = store
     ids = loop.run_until_complete(_load(stores, corpus))
+    if forget_lasts:  # as a bulk rebuild of the vocabulary leaves them: search works them out
+        loop.run_until_complete(stores.papers.search(parse("zz*", today=TODAY)))
+        loop.run_until_complete(_forget_lasts(stores))
     docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
     parsed = _parsed(texts)
     assume(parsed)
@@ -101,9 +111,14 @@ def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         recent = loop.run_until_complete(stores.papers.search(query, limit=100, order="recent"))
         want_recent = sorted(expected, key=lambda pid: (docs[pid].day, ids[pid]), reverse=True)
         assert [h.paper.arxiv_id for h in recent.hits] == want_recent, query.text
-        # A small candidate window and pages: the top-k of the newest `window` matches, as defined.
-        with mock.patch.object(search_index, "CANDIDATES", window), mock.patch.object(search_index, "COUNT_CAP", cap):
+        # A small candidate window and pages: the top-k of the newest `window` matches, as defined; every prefix
+        # asked for in recency tiers of a few ids.
+        with (mock.patch.object(search_index, "CANDIDATES", window), mock.patch.object(search_index, "COUNT_CAP", cap),
+              mock.patch.object(search_index, "TIER_TERMS", 0),
+              mock.patch.object(search_index, "TIER_WINDOWS", tuple(tiers))):
             page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset, count=True))
+            tiered = loop.run_until_complete(stores.papers.search(query, limit=100))
+        assert [h.paper.arxiv_id for h in tiered.hits] == reference_ranking(query, ids, docs, 10**6), query.text
         ranked = reference_ranking(query, ids, docs, max(window, offset + limit))
         assert [h.paper.arxiv_id for h in page.hits] == ranked[offset : offset + limit], query.text
         # The count: exact when every match is a candidate or up to the cap (ten times it with a date filter),
@@ -157,8 +172,8 @@ def test_non_idempotent_stems_are_asked_for_by_a_word_that_stems_to_them(
     loop.run_until_complete(_load(stores, corpus))
     planner = stores.papers._planner
     for text in ("ag*", "agre*", "univ*"):
-        match = loop.run_until_complete(planner.compile(parse(text, today=TODAY)))
-        assert isinstance(match, str) and "*" not in match, (text, match)
+        compiled = loop.run_until_complete(planner.compile(parse(text, today=TODAY)))
+        assert isinstance(compiled, search_index.Compiled) and "*" not in compiled.match, (text, compiled)
 
 
 _TOKENS = ["a", "ab", "abc", "b", "ba", "c"]  # tokens that are prefixes of one another
@@ -225,3 +240,33 @@ def test_leaves_that_the_category_column_could_hold_keep_the_column_filter() -> 
     assert leaf('"graph cs"*') == '"graph cs"*'
     for text in ("csxlg0", '"cs0 csxlg0"', "cs*", '"cs0 csx"*', "ti:graph"):
         assert leaf(text).startswith("{"), text
+
+
+def test_recency_tiers_find_the_newest_papers_of_every_term(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    # Each tier asks only for the terms whose newest paper (search_vocab.last) is within it: after a bulk rebuild
+    # of the vocabulary (lasts unknown), after new papers and after an old paper gains a word.
+    loop, stores = store
+    corpus = [Paper(f"2611.{i:05d}", title, "") for i, title in
+              enumerate(["graph one", "graphs two", "model three", "graphical four", "model five"], start=1)]
+    ids = loop.run_until_complete(_load(stores, corpus))
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+
+    def check(text: str) -> None:
+        query = parse(text, today=TODAY)
+        with (mock.patch.object(search_index, "TIER_TERMS", 0),
+              mock.patch.object(search_index, "TIER_WINDOWS", (1, 2, 3))):
+            hits = loop.run_until_complete(stores.papers.search(query, limit=100)).hits
+        assert [h.paper.arxiv_id for h in hits] == reference_ranking(query, ids, docs, 10**6), text
+
+    loop.run_until_complete(stores.papers.search(parse("zz*", today=TODAY)))
+    loop.run_until_complete(_forget_lasts(stores))
+    for text in ("gra*", "mod*", "gra* OR mod*", "gra* -graphical", "ti:gra*"):
+        check(text)
+    assert loop.run_until_complete(stores.db.fetchone("SELECT last FROM search_vocab WHERE term='graph'"))[0] == 2
+    newer = [Paper("2611.00006", "graph six", ""), Paper("2611.00001", "graph one model", "", version=2)]
+    loop.run_until_complete(stores.papers.upsert(newer, source="rss", seen_at=stores_time()))
+    corpus = [newer[1], *corpus[1:], newer[0]]
+    ids = {r[0]: int(r[1]) for r in loop.run_until_complete(stores.db.fetchall("SELECT arxiv_id, id FROM papers"))}
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+    for text in ("gra*", "mod*", "gra* mod*"):
+        check(text)
