@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -30,8 +31,12 @@ from storage.search_index import rebuild_vocab_sync, refresh_vocab_sync
 from storage.sqlite import INSERT_PAPER, PAPER_COLUMNS, UPDATE_PAPER, merge_paper, paper_from_row, paper_values
 
 BATCH = 2_500
-FTS_COLUMNS = "title, abstract, authors, cats"
-_FTS_VALUE_INDEXES = (2, 3, 4, 7)  # title, abstract, authors, cats in storage.sqlite.paper_values
+# FTS5 merge settings while a batch is flushed. By default every batch would leave several small segments (the
+# pending-terms buffer, `hashsize`, is 1 MB) and FTS5 would merge them into the older ones over and over
+# (automerge=4, and crisismerge=16 segments per level); a backfill only needs the index merged once, at the end
+# (`optimize`). They are in force inside each batch transaction only: see BulkWriter.
+BULK_FTS_CONFIG = (("automerge", 0), ("crisismerge", 64), ("hashsize", 64 << 20))
+_FTS_DEFAULTS = {"automerge": 4, "crisismerge": 16, "hashsize": 1 << 20}  # FTS5's own, when none is stored
 
 
 @dataclass(slots=True)
@@ -75,6 +80,13 @@ class BulkWriter:
     The insert trigger is dropped and recreated inside each batch transaction: other connections only ever see
     the schema with the trigger (the write lock is held throughout), while the batch itself indexes its new
     rows with one INSERT ... SELECT, which lets FTS5 tokenise straight from the stored rows.
+
+    The FTS5 merge settings (BULK_FTS_CONFIG) are set the same way: at the start of each batch transaction, and
+    put back before its commit. FTS5 writes its pending terms out as a segment (and does the merging those
+    settings govern) when a savepoint opens, so the batch opens and releases one before putting them back.
+    They live in FTS5's %_config table, so they are never committed: a Ctrl-C or a kill -9 rolls them back with
+    the batch, and the service never runs with them. (Were a future SQLite to stop flushing at a savepoint,
+    the flush would happen at commit under the usual settings: slower, never wrong.)
     """
 
     def __init__(self, conn: sqlite3.Connection, *, source: str, seen_at: datetime | None = None) -> None:
@@ -83,9 +95,14 @@ class BulkWriter:
         self.seen = (seen_at or datetime.now(UTC)).isoformat()
         trig = conn.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='papers_ai'").fetchone()
         self._insert_trigger: str | None = trig[0] if trig else None
-        trig = conn.execute("SELECT sql FROM sqlite_master WHERE type='trigger' AND name='papers_vocab_ai'").fetchone()
-        self._vocab_trigger: str | None = trig[0] if trig else None
-        self._known_terms: set[str] = set()  # terms this writer already put in search_vocab
+        # The FTS5 table's own columns (same names in `papers`, its content table): whatever the schema says.
+        self._fts_columns = ", ".join(str(r[1]) for r in conn.execute("PRAGMA table_info(papers_fts)"))
+        stored = dict(conn.execute("SELECT k, v FROM papers_fts_config"))
+        self._fts_usual = tuple((k, stored.get(k, _FTS_DEFAULTS[k])) for k, _ in BULK_FTS_CONFIG)
+
+    def _fts_config(self, settings: Sequence[tuple[str, Any]]) -> None:
+        for key, value in settings:
+            self.conn.execute("INSERT INTO papers_fts(papers_fts, rank) VALUES (?, ?)", (key, value))
 
     def write(self, papers: Sequence[Paper], stats: BackfillStats, *, checkpoint: tuple[str, str] | None) -> None:
         self.write_prepared(Prepared.of(papers), stats, checkpoint=checkpoint)
@@ -110,6 +127,7 @@ class BulkWriter:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._fts_config(BULK_FTS_CONFIG)
             ids = [batch.ids[i] for i in keep]
             existing: dict[str, Paper] = {}
             for k in range(0, len(ids), 500):
@@ -132,23 +150,13 @@ class BulkWriter:
                 updates.append((*paper_values(merged)[1:], self.seen, pid))
             if inserts:
                 first = int(conn.execute("SELECT coalesce(max(id), 0) FROM papers").fetchone()[0]) + 1
-                # With the batch's terms at hand (tokenised by the parser processes), they go straight into the
-                # prefix vocabulary in this same transaction instead of marking every new row for a later fold.
-                skip_dirty = batch.terms is not None and self._vocab_trigger is not None
                 if self._insert_trigger:
                     conn.execute("DROP TRIGGER papers_ai")
-                if skip_dirty:
-                    conn.execute("DROP TRIGGER papers_vocab_ai")
                 conn.executemany(INSERT_PAPER, inserts)
-                conn.execute(f"INSERT INTO papers_fts(rowid, {FTS_COLUMNS}) SELECT id, {FTS_COLUMNS} FROM papers "
-                             "WHERE id >= ?", (first,))
+                conn.execute(f"INSERT INTO papers_fts(rowid, {self._fts_columns}) SELECT id, {self._fts_columns} "
+                             "FROM papers WHERE id >= ?", (first,))
                 if self._insert_trigger:
                     conn.execute(self._insert_trigger)
-                if skip_dirty:
-                    assert self._vocab_trigger is not None and batch.terms is not None
-                    conn.execute(self._vocab_trigger)
-                    fresh = [t for t in batch.terms if t not in self._known_terms]
-                    conn.executemany("INSERT OR IGNORE INTO search_vocab(term) VALUES (?)", [(t,) for t in fresh])
             if updates:
                 conn.executemany(UPDATE_PAPER, updates)  # the update trigger keeps FTS5 in step
             conn.executemany(
@@ -156,14 +164,15 @@ class BulkWriter:
                 "ON CONFLICT(arxiv_id, source) DO UPDATE SET last_seen=excluded.last_seen",
                 [(pid, self.source, self.seen, self.seen) for pid in ids],
             )
+            conn.execute("SAVEPOINT fts_flush")  # FTS5 writes the batch's terms out now, under the bulk settings
+            conn.execute("RELEASE fts_flush")
+            self._fts_config(self._fts_usual)
             if checkpoint is not None:
                 _meta_set(conn, *checkpoint)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if inserts and batch.terms is not None:
-            self._known_terms.update(batch.terms)
         stats.inserted += len(inserts)
         stats.updated += len(updates)
 
@@ -173,14 +182,15 @@ class Prepared:
     """A batch ready to write: ids and row values computed up front (in a worker process for snapshots).
 
     The full Paper is only needed to merge with a stored or repeated record, which is rare in a backfill, so a
-    snapshot batch carries the raw JSON line and re-parses just those few.
+    snapshot batch carries where each record's line starts in the file and re-reads just those few (sending the
+    lines back from the parser would double what the writer has to receive).
     """
 
     ids: list[str]
     values: list[tuple[Any, ...]]
     papers: list[Paper] | None = None
-    raw: list[bytes] | None = None
-    terms: list[str] | None = None  # every index term of the batch's rows, when the producer computed them
+    offsets: list[int] | None = None
+    snapshot: str | None = None
 
     @classmethod
     def of(cls, papers: Sequence[Paper]) -> Prepared:
@@ -191,8 +201,10 @@ class Prepared:
             return self.papers[i]
         from adapters.sources.snapshot import parse_snapshot_line
 
-        assert self.raw is not None
-        return parse_snapshot_line(self.raw[i])
+        assert self.offsets is not None and self.snapshot is not None
+        with open(self.snapshot, "rb") as handle:
+            handle.seek(self.offsets[i])
+            return parse_snapshot_line(handle.readline())
 
 
 class _Progress:
@@ -231,16 +243,16 @@ class _Progress:
 
 def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
     """In a child process: parse chunks of snapshot lines into row values. Parsing JSON and normalising text is
-    about half the work of a backfill, so two of these run beside the writing parent (FTS5 tokenising is the
-    other half); batches are small enough that the three processes stay under 400 MB together.
+    a third of the work of a backfill, so it runs beside the writing parent (whose FTS5 tokenising and merging
+    are the rest); batches are small enough that the processes stay well under 400 MB together.
+
+    The prefix vocabulary is not computed here: tokenising every text a second time in Python cost more than
+    the rest of the parsing. New rows are marked by the schema's trigger and the vocabulary is refilled from
+    FTS5's own term list once at the end (storage.search_index.refresh_vocab_sync).
 
     Waits are short and check the parent: a parent killed outright (kill -9) must not leave workers behind."""
     from adapters.sources.http import ParseError
     from adapters.sources.snapshot import parse_snapshot_line
-    from bot.matching import FastTokenizer
-    from bot.text import Tokenizer
-
-    tokens = FastTokenizer(Tokenizer())  # FTS5's exact tokens; a fresh in-memory tokenizer in this process
     while True:
         try:
             item = inbox.get(timeout=1)
@@ -250,11 +262,17 @@ def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
             continue
         if item is None:
             return
-        end, lines = item
-        batch = Prepared([], [], None, [])
+        snapshot, offset, lines = item
+        batch = Prepared([], [], None, [], snapshot)
+        offsets = batch.offsets
+        assert offsets is not None
         bad = 0
         error = ""
         for line in lines:
+            at = offset
+            offset += len(line)
+            if not line.strip():
+                continue
             try:
                 paper = parse_snapshot_line(line)
             except ParseError as exc:
@@ -263,38 +281,25 @@ def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
                 continue
             batch.ids.append(paper.arxiv_id)
             batch.values.append(paper_values(paper))
-            assert batch.raw is not None
-            batch.raw.append(line)
-        terms: set[str] = set()
-        # A few hundred papers at a time: token lists of a whole batch would cost a hundred MB at the peak.
-        for k in range(0, len(batch.values), 200):
-            part = [v[c] for v in batch.values[k : k + 200] for c in _FTS_VALUE_INDEXES]
-            for stream in tokens.tokenize_many(part):
-                terms.update(stream)
-        batch.terms = sorted(terms)
+            offsets.append(at)
         while True:
             try:
-                outbox.put((end, batch, bad, error), timeout=1)
+                outbox.put((offset, batch, bad, error), timeout=1)
                 break
             except queue_mod.Full:
                 if os.getppid() != parent:
                     os._exit(0)
 
 
-def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[int, list[bytes]]]:
+def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[str, int, list[bytes]]]:
+    """(file, offset of the first line, `size` lines) from `start` on; blank lines count and are skipped later.
+    The parent only cuts the file: a line at a time in Python would be 5 s of the writer's time per million."""
     with open(path, "rb") as handle:
         handle.seek(start)
         offset = start
-        chunk: list[bytes] = []
-        for line in handle:
-            offset += len(line)
-            if line.strip():
-                chunk.append(line)
-            if len(chunk) >= size:
-                yield offset, chunk
-                chunk = []
-        if chunk:
-            yield offset, chunk
+        while lines := list(itertools.islice(handle, size)):
+            yield str(path), offset, lines
+            offset += sum(map(len, lines))
 
 
 def _parsed_batches(path: Path, start: int, batch_size: int, workers: int = 2
@@ -374,8 +379,8 @@ def backfill_snapshot(
                     # A cut batch has no byte offset to resume from; keep the previous checkpoint, so a later
                     # run re-reads this batch and merges the part already stored (merging is idempotent).
                     keep = max(0, limit - stats.records)
-                    assert batch.raw is not None
-                    batch = Prepared(batch.ids[:keep], batch.values[:keep], None, batch.raw[:keep], batch.terms)
+                    assert batch.offsets is not None
+                    batch = Prepared(batch.ids[:keep], batch.values[:keep], None, batch.offsets[:keep], batch.snapshot)
                     n, offset = keep, -1
                 stats.bad += bad
                 if last_error:
@@ -393,7 +398,7 @@ def backfill_snapshot(
             bar.close()
         if optimize and stats.inserted:
             merge_segments(conn)
-        refresh_vocab_sync(conn)  # rows merged into (updates) were marked; fold them in now
+        refresh_vocab_sync(conn)  # every new row was marked: this refills the vocabulary from FTS5 in one pass
     finally:
         conn.close()
     stats.seconds = time.monotonic() - t0

@@ -65,8 +65,42 @@ def test_backfill_resumes_from_its_checkpoint_without_duplicates(tmp_path: Path,
     assert len(_fts_ids(db, "title : quixotic")) == 1  # the v2 record was merged into its row
     again = backfill_snapshot(db, snapshot, batch_size=50)
     assert again.inserted == 0 and _state(db)[:2] == (400, 400)
-    # The prefix vocabulary was filled from the parsers' tokens: every index term is in it, nothing pending.
+    # The prefix vocabulary was refilled from FTS5 at the end: every index term is in it, nothing pending.
     assert _vocab_complete(db)
+    assert _fts_settings(db) == _USUAL  # the bulk merge settings were never committed
+
+
+# FTS5's defaults: what the service must run with whatever a backfill did (none stored means these).
+_USUAL = {"automerge": 4, "crisismerge": 16, "hashsize": 1 << 20}
+
+
+def _fts_settings(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        stored = dict(conn.execute("SELECT k, v FROM papers_fts_config"))
+        return {k: int(stored.get(k, v)) for k, v in _USUAL.items()}
+    finally:
+        conn.close()
+
+
+def _segments(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(DISTINCT segid) FROM papers_fts_idx").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_each_batch_leaves_one_segment_and_they_are_merged_once_at_the_end(tmp_path: Path, snapshot: Path) -> None:
+    db = tmp_path / "s.db"
+    backfill_snapshot(db, snapshot, batch_size=50, optimize=False)
+    # 402 lines in batches of 50: 9 batches, each flushed as one segment and none merged into another (FTS5's
+    # usual settings would have merged some by now).
+    assert _segments(db) == 9
+    assert _fts_settings(db) == _USUAL and _state(db)[:3] == (400, 400, True)
+    db2 = tmp_path / "s2.db"
+    backfill_snapshot(db2, snapshot, batch_size=50)
+    assert _segments(db2) == 1 and _state(db2)[:3] == (400, 400, True)
 
 
 def _vocab_complete(db: Path) -> bool:
@@ -86,12 +120,11 @@ _KILLER = textwrap.dedent("""
     from storage import backfill
 
     class Proxy:
-        # Kills the process right after the batch's rows are written and before its FTS5 rows are:
-        # the moment a store write and a derived-index write could disagree.
+        # Kills the process when the batch after `after` reaches the statement starting with `at`.
         def __init__(self, conn, after):
             self.conn, self.after, self.batches = conn, after, 0
         def execute(self, sql, *args):
-            if sql.startswith("INSERT INTO papers_fts(rowid"):
+            if sql.startswith(sys.argv[4]):
                 self.batches += 1
                 if self.batches > self.after:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -107,20 +140,29 @@ _KILLER = textwrap.dedent("""
 """)
 
 
-def test_a_kill_between_rows_and_index_leaves_them_agreeing_and_resume_completes(
-        tmp_path: Path, snapshot: Path) -> None:
+@pytest.mark.parametrize("at", [
+    # Right after the batch's rows are written and before its FTS5 rows are: the moment a store write and a
+    # derived-index write could disagree.
+    "INSERT INTO papers_fts(rowid",
+    # Right after FTS5 wrote the batch's segment under the bulk merge settings, before they are put back.
+    "RELEASE fts_flush",
+])
+def test_a_kill_mid_batch_leaves_rows_and_index_agreeing_and_resume_completes(
+        tmp_path: Path, snapshot: Path, at: str) -> None:
     db = tmp_path / "k.db"
     log = tmp_path / "killed.log"
     with open(log, "w") as err:
-        proc = subprocess.run([sys.executable, "-c", _KILLER, str(db), str(snapshot), "3"], cwd=REPO,
+        proc = subprocess.run([sys.executable, "-c", _KILLER, str(db), str(snapshot), "3", at], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=err, timeout=120)
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-500:]
     count, distinct, ok, _ = _state(db)
     assert (count, distinct, ok) == (150, 150, True)  # three whole batches; the fourth rolled back
+    assert _fts_settings(db) == _USUAL  # the service never sees the bulk merge settings, even after a kill
     stats = backfill_snapshot(db, snapshot, batch_size=50)
     assert stats.done
     assert _state(db)[:3] == (400, 400, True)
     assert _vocab_complete(db)
+    assert _fts_settings(db) == _USUAL
 
 
 def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, snapshot: Path) -> None:
