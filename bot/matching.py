@@ -160,8 +160,7 @@ Conj = tuple[tuple[LeafKey, ...], tuple[LeafKey, ...]]
 def _leaf_key(node: Term | Category) -> LeafKey:
     if isinstance(node, Category):
         return ("cat", category_token(node.name))
-    # Interned, as the tokenizer's stems are: a dict lookup of the same string object skips comparing characters.
-    tokens = tuple(map(sys.intern, node.tokens))
+    tokens = node.tokens
     if len(tokens) == 1 and not node.prefix:
         return tokens[0] if node.column is None else ("col", node.column, tokens[0])
     return ("phr", node.column, tokens, node.prefix)
@@ -199,44 +198,55 @@ def _query_plan(query: Query) -> Plan:
     return plan
 
 
-def _conjunctions(plan: Plan) -> list[Conj] | None:
-    """The plan as an OR of conjunctions of leaves, or None when that form would be large (then it is
+def _node_rows(node: Node) -> list[Conj] | None:
+    """The query as an OR of conjunctions of leaves, or None when that form would be large (then it is
     evaluated as a tree). NOT (a OR b) becomes NOT a AND NOT b; NOT of a conjunction stays a tree."""
-    kind = plan[0]
-    if kind == "all":
-        return [((ALL,), ())]
-    if kind == "leaf":
-        return [((plan[1],), ())]
-    if kind == "since":
-        inner = _conjunctions(plan[2])  # type: ignore[arg-type]  # plan tuples are heterogeneous by design
-        if inner is None:
-            return None
-        return [((*pos, ("since", plan[1])), neg) for pos, neg in inner]
-    children: tuple[Plan, ...] = plan[1]  # type: ignore[assignment]  # see above
-    if kind == "or":
+    if isinstance(node, Term | Category):
+        return [((_leaf_key(node),), ())]
+    if isinstance(node, Not):
+        return None
+    if isinstance(node, Or):
         acc: list[Conj] = []
-        for child in children:
-            sub = _conjunctions(child)
+        for child in node.children:
+            sub = _node_rows(child)
             if sub is None:
                 return None
             acc += sub
         return acc if len(acc) <= MAX_ROWS else None
     rows: list[Conj] = [((), ())]
-    for child in children:
-        sub = _conjunctions(child)
+    negatives: list[LeafKey] = []
+    for child in node.children:
+        if isinstance(child, Not):
+            sub = _node_rows(child.child)
+            if sub is None or any(len(sp) != 1 or sn for sp, sn in sub):
+                return None
+            negatives += [sp[0] for sp, _ in sub]
+            continue
+        sub = _node_rows(child)
         if sub is None:
             return None
-        rows = [(p + sp, n + sn) for p, n in rows for sp, sn in sub]
+        rows = sub if len(rows) == 1 and not rows[0][0] else [(p + sp, n + sn) for p, n in rows for sp, sn in sub]
         if len(rows) > MAX_ROWS:
             return None
-    negatives: list[LeafKey] = []
-    negated: tuple[Plan, ...] = plan[2]  # type: ignore[assignment]  # see above
-    for child in negated:
-        sub = _conjunctions(child)
-        if sub is None or any(len(sp) != 1 or sn for sp, sn in sub):
-            return None
-        negatives += [sp[0] for sp, _ in sub]
-    return [(p, n + tuple(negatives)) for p, n in rows]
+    if negatives:
+        return [(p or (ALL,), n + tuple(negatives)) for p, n in rows]
+    return [(p or (ALL,), n) for p, n in rows]
+
+
+def _query_rows(query: Query) -> tuple[Conj, ...] | None:
+    """A standing query as normalised conjunctions (the key identical queries share), or None for a tree."""
+    rows = [((ALL,), ())] if query.root is None else _node_rows(query.root)
+    if rows is None:
+        return None
+    if query.since is not None:
+        day = ("since", query.since)
+        rows = [((*p, day), n) for p, n in rows]
+    if len(rows) == 1:
+        p, n = rows[0]
+        if len(p) == 1 and len(n) <= 1:
+            return (rows[0],)
+        return (_normal(p, n),)
+    return tuple(dict.fromkeys(_normal(p, n) for p, n in rows))
 
 
 def _selective_first(key: LeafKey) -> tuple[int, int]:
@@ -280,6 +290,17 @@ class Batch:
             bit = 1 << i
             for t in words:
                 anyb[t] = get(t, 0) | bit
+        # Titles and author lists are short: their bitsets cost little up front and answer ti:/au: leaves at once.
+        self._column_bits: dict[str, dict[str, int]] = {}
+        if needed is not None:
+            for name in ("title", "authors"):
+                cb: dict[str, int] = {}
+                cget = cb.get
+                for i, d in enumerate(docs):
+                    bit = 1 << i
+                    for t in keep.intersection(d.column(name)):
+                        cb[t] = cget(t, 0) | bit
+                self._column_bits[name] = cb
         for i, d in enumerate(docs):
             bit = 1 << i
             for c in d.categories:
@@ -313,6 +334,9 @@ class Batch:
         return b
 
     def column_token(self, column: str, token: str) -> int:
+        known = self._column_bits.get(column)
+        if known is not None:
+            return known.get(token, 0)
         cand = self.anyb.get(token, 0)
         out = 0
         sets = self._column_sets
@@ -455,24 +479,25 @@ class Matcher:
         self._trees: list[tuple[int, Plan]] = []  # plans evaluated as trees
         # plan -> [(matched-term texts, their leaf ids, keys of the standing queries describing them so)], lazily
         self._groups: dict[int, list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]] = {}
-        plan_ids: dict[Plan, int] = {}
-        flat: list[tuple[int, list[Conj]]] = []
+        plan_ids: dict[object, int] = {}  # normalised conjunctions (or a tree plan) -> plan id
+        flat: list[tuple[int, tuple[Conj, ...]]] = []
         keys: set[LeafKey] = set()
         for s in standing:
             si = len(self.standing)
             self.standing.append(s)
-            plan = _query_plan(s.query)
-            pid = plan_ids.get(plan)
+            rows = _query_rows(s.query)
+            shared: object = rows if rows is not None else _query_plan(s.query)
+            pid = plan_ids.get(shared)
             if pid is None:
                 pid = len(self._owners)
-                plan_ids[plan] = pid
+                plan_ids[shared] = pid
                 self._owners.append([])
-                rows = _conjunctions(plan)
                 if rows is None:
+                    plan = _query_plan(s.query)
                     self._trees.append((pid, plan))
                     keys.update(_plan_leaves(plan))
                 else:
-                    flat.append((pid, list(dict.fromkeys(_normal(p, n) for p, n in rows))))
+                    flat.append((pid, rows))
             self._owners[pid].append(si)
         keys.update(k for _, rows in flat for p, n in rows for k in (*p, *n))
         # Every word a leaf names, interned like the tokenizer's stems (dict lookups then compare identities);
@@ -490,13 +515,21 @@ class Matcher:
         words = sorted(map(sys.intern, named))
         word_id = {w: i for i, w in enumerate(words)}
         in_column = sorted(k for k in keys if isinstance(k, tuple) and k[0] == "col")
-        pairs = [k for k in keys if isinstance(k, tuple) and k[0] == "phr" and k[1] is None and not k[3]
-                 and len(k[2]) == 2]
-        placed = {*in_column, *pairs}
+        pairs = sorted((k for k in keys if isinstance(k, tuple) and k[0] == "phr" and k[1] is None and not k[3]
+                        and len(k[2]) == 2), key=lambda k: k[2])
+        starts = sorted(k for k in keys if isinstance(k, tuple) and k[0] == "phr" and k[1] is None and k[3]
+                        and len(k[2]) == 1)  # ("phr", None, (prefix,), True): a word starting so, anywhere
+        placed = {*in_column, *pairs, *starts}
         rest = [k for k in keys if not isinstance(k, str) and k not in placed]
         self._leaf_id: dict[LeafKey, int] = {w: i for w, i in word_id.items()}
-        for k in (*in_column, *pairs, *rest):
+        for k in (*in_column, *pairs, *starts, *rest):
             self._leaf_id[k] = len(self._leaf_id)
+        # Which of those prefixes each word starts with, for the words met so far (extended batch by batch).
+        self._start_slot = {k[2][0]: j for j, k in enumerate(starts)}
+        self._starts_of: dict[str, tuple[int, ...]] = {}
+        self._start_lengths = sorted({len(p) for p in self._start_slot})
+        for w in words:
+            self._note_starts(w)
         self._words = words
         self._in_column: list[tuple[str, int]] = [(k[1], word_id[k[2]]) for k in in_column]  # ("col", column, w)
         self._pair_a = [word_id[k[2][0]] for k in pairs]  # ("phr", None, (a, b), False)
@@ -511,16 +544,17 @@ class Matcher:
         self._shapes: dict[tuple[int, int], Columns] = {}  # plans that are one conjunction
         self._or_shapes: dict[tuple[int, int], Columns] = {}  # rows of plans that are several (OR-ed)
         leaf_id = self._leaf_id
+        by_shape: dict[tuple[bool, int, int], list[tuple[int, ...]]] = {}
         for pid, rows in flat:
-            target = self._shapes if len(rows) == 1 else self._or_shapes
+            single = len(rows) == 1
             for p, n in rows:
-                shape = (len(p), len(n))
-                cols = target.get(shape)
-                if cols is None:
-                    cols = target[shape] = [[] for _ in range(1 + len(p) + len(n))]
-                cols[0].append(pid)
-                for j, k in enumerate((*p, *n), start=1):
-                    cols[j].append(leaf_id[k])
+                by_shape.setdefault((single, len(p), len(n)), []).append(
+                    (pid, *[leaf_id[k] for k in p], *[leaf_id[k] for k in n]))
+        for (single, npos, nneg), shaped in by_shape.items():
+            # In first-leaf order, the evaluation reads the leaf bitsets front to back: kinder to the CPU cache.
+            shaped.sort(key=lambda r: r[1])
+            target = self._shapes if single else self._or_shapes
+            target[(npos, nneg)] = [list(col) for col in zip(*shaped, strict=True)]
 
     def _needed(self, words: set[str]) -> set[str]:
         """The batch's words some leaf can ask about: named words, and words starting with a named prefix."""
@@ -532,6 +566,7 @@ class Matcher:
             for w in unknown:
                 if any(w[:n] in prefixes for n in lengths if n <= len(w)):
                     self._vocab.add(w)
+                    self._note_starts(w)
                 else:
                     self._not_needed.add(w)
         return words & self._vocab
@@ -551,8 +586,23 @@ class Matcher:
         leaf = batch.leaf
         lb += [leaf(keys[j]) if (x := lb[a]) and x & lb[b] else 0
                for j, a, b in zip(range(len(keys)), self._pair_a, self._pair_b, strict=True)]
+        # Prefix leaves: each batch word that starts with some named prefix adds its bitset to theirs.
+        started = [0] * len(self._start_slot)
+        anyb = batch.anyb
+        starts_of = self._starts_of
+        for w in anyb.keys() & starts_of.keys():
+            x = anyb[w]
+            for j in starts_of[w]:
+                started[j] |= x
+        lb += started
         lb += [leaf(k) for k in self._rest]
         return lb
+
+    def _note_starts(self, word: str) -> None:
+        slot = self._start_slot.get
+        slots = tuple(j for n in self._start_lengths if n <= len(word) and (j := slot(word[:n])) is not None)
+        if slots:
+            self._starts_of[word] = slots
 
     def groups(self, pid: int) -> list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]:
         """A plan's standing queries grouped by how they describe their positive leaves (their matched-term
