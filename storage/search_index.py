@@ -41,7 +41,7 @@ AUTHOR_WEIGHT = 3.0
 _WEIGHTS = (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT))
 STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates again and again)
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
-TIER_WINDOWS = (2_000, 50_000)  # the newest ids asked for first, then the next; then the rest with every term
+TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
@@ -341,12 +341,15 @@ class SearchPlanner:
         with contextlib.suppress(DatabaseError):  # unknown lasts read as "any paper": tiers only less selective
             await self._fill_lasts(expansions)
         tiers: list[tuple[int, str | None]] = []
+        everything = sum(len(e) for e in expansions.values() if e)
         for window in TIER_WINDOWS:
             low = top - window + 1
             if low <= 1:
                 break
             within = {p: None if e is None else [t for t, last in e if last is None or last >= low]
                       for p, e in expansions.items()}
+            if 2 * sum(len(e) for e in within.values() if e) > everything:
+                break  # FTS5's set-up is per term: a tier of most of the terms costs about as much as all of them
             match = Compiler(within.get, self.tok, self._verified).compile(query.root)
             tiers.append((low, match if isinstance(match, str) else None))
         return Compiled(full.match, top, tuple(tiers))
