@@ -81,15 +81,16 @@ class BulkWriter:
     the schema with the trigger (the write lock is held throughout), while the batch itself indexes its new
     rows with one INSERT ... SELECT, which lets FTS5 tokenise straight from the stored rows.
 
-    The FTS5 merge settings (BULK_FTS_CONFIG) are set the same way: at the start of each batch transaction, and
-    put back before its commit. FTS5 writes its pending terms out as a segment (and does the merging those
-    settings govern) when a savepoint opens, so the batch opens and releases one before putting them back.
-    They live in FTS5's %_config table, so they are never committed: a Ctrl-C or a kill -9 rolls them back with
-    the batch, and the service never runs with them. (Were a future SQLite to stop flushing at a savepoint,
-    the flush would happen at commit under the usual settings: slower, never wrong.)
+    With `bulk_fts`, FTS5's merge settings (BULK_FTS_CONFIG) are handled the same way: set at the start of each
+    batch transaction and put back before its commit. FTS5 writes its pending terms out as a segment (doing the
+    merging those settings govern) when a savepoint opens, so the batch opens and releases one before putting
+    them back. They live in FTS5's %_config table, so they are never committed: a Ctrl-C or a kill -9 rolls
+    them back with the batch, and the service never runs with them. (Were a future SQLite to stop flushing at a
+    savepoint, the flush would happen at commit under the usual settings: slower, never wrong.)
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, source: str, seen_at: datetime | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, source: str, seen_at: datetime | None = None,
+                 bulk_fts: bool = False) -> None:
         self.conn = conn
         self.source = source
         self.seen = (seen_at or datetime.now(UTC)).isoformat()
@@ -99,6 +100,7 @@ class BulkWriter:
         self._fts_columns = ", ".join(str(r[1]) for r in conn.execute("PRAGMA table_info(papers_fts)"))
         stored = dict(conn.execute("SELECT k, v FROM papers_fts_config"))
         self._fts_usual = tuple((k, stored.get(k, _FTS_DEFAULTS[k])) for k, _ in BULK_FTS_CONFIG)
+        self._fts_bulk = BULK_FTS_CONFIG if bulk_fts else ()
 
     def _fts_config(self, settings: Sequence[tuple[str, Any]]) -> None:
         for key, value in settings:
@@ -127,7 +129,7 @@ class BulkWriter:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._fts_config(BULK_FTS_CONFIG)
+            self._fts_config(self._fts_bulk)
             ids = [batch.ids[i] for i in keep]
             existing: dict[str, Paper] = {}
             for k in range(0, len(ids), 500):
@@ -164,9 +166,10 @@ class BulkWriter:
                 "ON CONFLICT(arxiv_id, source) DO UPDATE SET last_seen=excluded.last_seen",
                 [(pid, self.source, self.seen, self.seen) for pid in ids],
             )
-            conn.execute("SAVEPOINT fts_flush")  # FTS5 writes the batch's terms out now, under the bulk settings
-            conn.execute("RELEASE fts_flush")
-            self._fts_config(self._fts_usual)
+            if self._fts_bulk:
+                conn.execute("SAVEPOINT fts_flush")  # FTS5 writes the batch's terms out now, under the bulk settings
+                conn.execute("RELEASE fts_flush")
+                self._fts_config(self._fts_usual)
             if checkpoint is not None:
                 _meta_set(conn, *checkpoint)
             conn.execute("COMMIT")
@@ -369,7 +372,9 @@ def backfill_snapshot(
         key = checkpoint_key(path)
         start = int(_meta_get(conn, key) or 0)
         stats.resumed_from = start or None
-        writer = BulkWriter(conn, source="snapshot")
+        # Only the snapshot is merged at the end; an OAI harvest is paced by the network, and its writer keeps
+        # FTS5's usual merging so an incremental harvest leaves a tidy index without a full `optimize`.
+        writer = BulkWriter(conn, source="snapshot", bulk_fts=True)
         size = path.stat().st_size
         bar = _Progress(progress, size, start, "bytes")
         try:
