@@ -70,3 +70,20 @@ def test_a_reused_matcher_gives_the_same_answers() -> None:
     assert [p.arxiv_id for p, _ in first["s0"]] == ["2611.00001", "2611.00002"]
     assert [p.arxiv_id for p, _ in first["s2"]] == ["2611.00002"]
     assert first["s1"][0][1] == ('"neural networks"',)
+
+
+@given(batches=st.lists(corpora(max_size=15), min_size=2, max_size=4),
+       texts=st.lists(queries(), min_size=1, max_size=10))
+@settings(max_examples=80, deadline=None)
+def test_one_matcher_over_many_batches_equals_the_reference(batches: list[list[Paper]], texts: list[str]) -> None:
+    # The matcher learns, batch by batch, which words it can skip and which start a named prefix: a word
+    # skipped in one batch must still be found in a later one, as the service reuses one matcher all day.
+    standing = _standing(texts)
+    matcher = Matcher(standing)
+    for corpus in batches:
+        got = match_papers(corpus, standing, matcher=matcher)
+        docs = docs_of(corpus)
+        for s in standing:
+            expected = [(p.arxiv_id, matched_terms(s.query, d)) for p, d in zip(corpus, docs, strict=True)
+                        if matches(s.query, d)]
+            assert [(p.arxiv_id, list(t)) for p, t in got.get(s.key, ())] == expected, s.query.text
