@@ -14,9 +14,18 @@ The ranking (defined here, tested against the reference matcher):
    reproducible in Python.
 3. Order: score descending, then newest first. Pages past the candidates continue newest first.
 
-Prefix terms are expanded to the exact index terms they cover through `search_vocab` (migration 002): an OR
-of a few terms streams in rowid order, where a native FTS5 prefix query first merges every doclist of every
-term with that prefix across the whole table.
+How it is computed (none of it changes what matches or the order):
+
+- Scores come from the candidates' own title and author text (fetched with them), tokenised as FTS5 does, not
+  from more FTS5 queries: those re-ran the whole MATCH, the dear part of a phrase or a prefix, twice more.
+- A word or phrase that the category column cannot hold is asked for without the column filter (`leaf_fts`).
+- Prefix terms are expanded to the exact index terms they cover through `search_vocab` (migration 002): an OR
+  of a few terms streams in rowid order, where a native FTS5 prefix query first merges every doclist of every
+  term with that prefix across the whole table. A stem FTS5 would re-stem is asked for by a word that stems
+  to it (`Compiler.verify`).
+- An OR of hundreds of terms costs FTS5 a set-up per term, though few occur among the newest papers.
+  `search_vocab.last` (migration 003) bounds each term's newest paper, so the newest ids are asked for first
+  with only their terms (`Compiled.tiers`), and the rest only if that finds too few.
 """
 
 from __future__ import annotations
