@@ -16,8 +16,9 @@ The ranking (defined here, tested against the reference matcher):
 
 How it is computed (none of it changes what matches or the order):
 
-- Scores come from the candidates' own title and author text (fetched with them), tokenised as FTS5 does, not
-  from more FTS5 queries: those re-ran the whole MATCH, the dear part of a phrase or a prefix, twice more.
+- For a query with a phrase or a prefix, scores come from the candidates' own title and author text (fetched
+  with them), tokenised as FTS5 does, not from more FTS5 queries: those re-ran the whole MATCH, the dear part
+  of a phrase or a prefix, twice more. Words alone keep the FTS5 queries, which are cheap for them.
 - A word or phrase that the category column cannot hold is asked for without the column filter (`leaf_fts`).
 - Prefix terms are expanded to the exact index terms they cover through `search_vocab` (migration 002): an OR
   of a few terms streams in rowid order, where a native FTS5 prefix query first merges every doclist of every
@@ -35,7 +36,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.matching import fast_tokenizer
@@ -399,9 +400,12 @@ class SearchPlanner:
             since_sql = " AND p.published >= ?"
             params.append(query.since.isoformat())
         leaves = _scored_leaves(query) if order == "rank" else []
+        # Scoring by text avoids re-running a dear MATCH (a phrase, a prefix of many terms); for words alone the
+        # two FTS5 queries per word are cheaper than tokenising candidates that are rarely the same twice.
+        by_text = any(isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1) for leaf in query.terms())
         if order != "rank":
             cols = "papers_fts.rowid, p.published"
-        elif leaves:
+        elif leaves and by_text:
             # The scoring text comes with the candidates: one statement, no second round trip by id.
             cols = "papers_fts.rowid, p.title, p.authors"
         else:
@@ -421,7 +425,11 @@ class SearchPlanner:
         else:
             rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
-            scored = sorted(((int(r[0]), self._score(leaves, r)) for r in rows), key=lambda x: (-x[1], -x[0]))
+            if by_text:
+                scores = {int(r[0]): self._score(leaves, r) for r in rows}
+            else:
+                scores = await self._scores_by_fts(query, match, [int(r[0]) for r in rows])
+            scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0]))
         else:
             # Newest by date within the window of newest stored matches (exact whenever all matches fit).
             by_date = sorted(rows, key=lambda r: (r[1] or "", int(r[0])), reverse=True)
@@ -442,6 +450,26 @@ class SearchPlanner:
                 older = int((await self.db.fetchone(csql, [match, floor, low, *params[3:], cap + 1 - n]))[0])
                 total = n + older if n + older <= cap else None
         return Ranked(scored[offset:want], total)
+
+    async def _scores_by_fts(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
+        """The same scores from FTS5: per (leaf, column), the candidates that also match the leaf limited to the
+        column, over the candidates' id range (FTS5 skips through the doclists)."""
+        scores = dict.fromkeys(ids, 0.0)
+        if not ids:
+            return scores
+        for leaf in query.terms():
+            if not isinstance(leaf, Term):
+                continue
+            for column, weight in _WEIGHTS:
+                if leaf.column not in (None, column):
+                    continue
+                rows = await self.db.fetchall(
+                    "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ? AND rowid <= ?",
+                    (f"({match}) AND ({to_fts(replace(leaf, column=column))})", min(ids), max(ids)))
+                for r in rows:
+                    if int(r[0]) in scores:
+                        scores[int(r[0])] += weight
+        return scores
 
     def _score(self, leaves: list[tuple[str, str, float]], row: Any) -> float:
         """A candidate's score as the module docstring defines it, from its own title and author text.
