@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,6 +54,8 @@ STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates 
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
+COLD_TEXT_SECONDS = 25e-6  # tokenising a title or author list not seen before (the stems of new words)
+SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: the cheaper one
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
@@ -402,10 +405,11 @@ class SearchPlanner:
         leaves = _scored_leaves(query) if order == "rank" else []
         # Scoring by text avoids re-running a dear MATCH (a phrase, a prefix of many terms); for words alone the
         # two FTS5 queries per word are cheaper than tokenising candidates that are rarely the same twice.
-        by_text = any(isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1) for leaf in query.terms())
+        by_text = bool(leaves) and any(isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1)
+                                       for leaf in query.terms())
         if order != "rank":
             cols = "papers_fts.rowid, p.published"
-        elif leaves and by_text:
+        elif by_text:
             # The scoring text comes with the candidates: one statement, no second round trip by id.
             cols = "papers_fts.rowid, p.title, p.authors"
         else:
@@ -414,6 +418,7 @@ class SearchPlanner:
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
                f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
         rows: list[Any] = []
+        started = time.perf_counter()
         for low, tier_match in compiled.tiers:
             # The newest papers first, asked for with only the terms that occur among them; exact, since a term
             # left out has no paper at or above `low`. Each tier goes on below the last one.
@@ -425,6 +430,12 @@ class SearchPlanner:
         else:
             rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
+            if by_text and not compiled.tiers and SCORE_BY != "text":
+                # Candidates far apart are rarely tokenised yet (a cold text costs ~25 us); re-running a MATCH that
+                # was quick costs less then. Both give the same scores (tests force each way).
+                scan = time.perf_counter() - started
+                cold = sum(1 for r in rows for text in (r[1], r[2]) if text not in self._streams)
+                by_text = SCORE_BY != "fts" and cold * COLD_TEXT_SECONDS <= 2 * len(leaves) * scan
             if by_text:
                 scores = {int(r[0]): self._score(leaves, r) for r in rows}
             else:

@@ -113,11 +113,14 @@ def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         assert [h.paper.arxiv_id for h in recent.hits] == want_recent, query.text
         # A small candidate window and pages: the top-k of the newest `window` matches, as defined; every prefix
         # asked for in recency tiers of a few ids.
+        # Scores by the candidates' text and by FTS5 agree.
         with (mock.patch.object(search_index, "CANDIDATES", window), mock.patch.object(search_index, "COUNT_CAP", cap),
               mock.patch.object(search_index, "TIER_TERMS", 0),
               mock.patch.object(search_index, "TIER_WINDOWS", tuple(tiers))):
-            page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset, count=True))
-            tiered = loop.run_until_complete(stores.papers.search(query, limit=100))
+            with mock.patch.object(search_index, "SCORE_BY", "fts"):
+                page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset, count=True))
+            with mock.patch.object(search_index, "SCORE_BY", "text"):
+                tiered = loop.run_until_complete(stores.papers.search(query, limit=100))
         assert [h.paper.arxiv_id for h in tiered.hits] == reference_ranking(query, ids, docs, 10**6), query.text
         ranked = reference_ranking(query, ids, docs, max(window, offset + limit))
         assert [h.paper.arxiv_id for h in page.hits] == ranked[offset : offset + limit], query.text
