@@ -54,7 +54,7 @@ STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates 
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
-COLD_TEXT_SECONDS = 25e-6  # tokenising a title or author list not seen before (the stems of new words)
+COLD_TEXT_SECONDS = 60e-6  # tokenising a title or author list not seen before (mostly stemming its new words)
 SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: the cheaper one
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
@@ -431,12 +431,13 @@ class SearchPlanner:
             rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
             if by_text and not compiled.tiers and SCORE_BY != "text":
-                # Candidates far apart are rarely tokenised yet (a cold text costs ~25 us); re-running a MATCH that
+                # Candidates far apart are rarely tokenised yet (a cold text costs ~60 us); re-running a MATCH that
                 # was quick costs less then. Both give the same scores (tests force each way).
                 scan = time.perf_counter() - started
                 cold = sum(1 for r in rows for text in (r[1], r[2]) if text not in self._streams)
                 by_text = SCORE_BY != "fts" and cold * COLD_TEXT_SECONDS <= 2 * len(leaves) * scan
             if by_text:
+                self._tokenise([str(text or "") for r in rows for text in (r[1], r[2])])
                 scores = {int(r[0]): self._score(leaves, r) for r in rows}
             else:
                 scores = await self._scores_by_fts(query, match, [int(r[0]) for r in rows])
@@ -495,6 +496,16 @@ class SearchPlanner:
         authors = self._joined(str(row[2] or ""))
         return sum(weight for column, pattern, weight in leaves
                    if pattern in (title if column == "title" else authors))
+
+    def _tokenise(self, texts: list[str]) -> None:
+        """Put the texts' joined token streams in the cache, all new ones in one batch (one tokenizer call)."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._streams))
+        if not new:
+            return
+        if len(self._streams) + len(new) > STREAM_CACHE:
+            self._streams.clear()
+        for text, stream in zip(new, fast_tokenizer(self.tok).tokenize_many(new), strict=True):
+            self._streams[text] = joined_stream(stream)
 
     def _joined(self, text: str) -> str:
         joined = self._streams.get(text)
