@@ -296,7 +296,7 @@ def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
 
 def _line_chunks(path: Path, start: int, size: int) -> Iterator[tuple[str, int, list[bytes]]]:
     """(file, offset of the first line, `size` lines) from `start` on; blank lines count and are skipped later.
-    The parent only cuts the file: a line at a time in Python would be 5 s of the writer's time per million."""
+    The parent only cuts the file, in C: a Python loop over every line cost the writer ~4 s per million."""
     with open(path, "rb") as handle:
         handle.seek(start)
         offset = start
