@@ -9,6 +9,7 @@ standard library, so the core stays free of third-party imports.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
 _CAT_CLEAN = re.compile(r"[^a-z0-9]")
 
 
+@functools.lru_cache(maxsize=8192)  # a few hundred categories exist; matching a batch asks thousands of times
 def category_token(category: str) -> str:
     """A category as one index token: `cs.LG` -> `csxlg0`.
 
