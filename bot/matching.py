@@ -651,11 +651,13 @@ class Matcher:
 
 
 def _bits(b: int) -> list[int]:
+    """The set bits of b, ascending (two big-int operations per bit, highest first, then reversed)."""
     out = []
     while b:
-        low = b & -b
-        out.append(low.bit_length() - 1)
-        b ^= low
+        i = b.bit_length() - 1
+        out.append(i)
+        b ^= 1 << i
+    out.reverse()
     return out
 
 
@@ -688,7 +690,7 @@ def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> 
     out: Hits = {}
     all_groups, groups_of = m._groups, m.groups
     for pid, b in hits:
-        where = [b.bit_length() - 1] if not b & (b - 1) else _bits(b)
+        where = [b.bit_length() - 1] if b.bit_count() == 1 else _bits(b)
         for texts, ids, keys in all_groups.get(pid) or groups_of(pid):
             # What matched, per paper: the positive leaves whose bitset has the paper's bit, which is
             # bot.query.matched_terms computed once per leaf for the whole batch instead of once per pair.
