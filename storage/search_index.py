@@ -430,9 +430,10 @@ class SearchPlanner:
         else:
             rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
-            if by_text and not compiled.tiers and SCORE_BY != "text":
-                # Candidates far apart are rarely tokenised yet (a cold text costs ~60 us); re-running a MATCH that
-                # was quick costs less then. Both give the same scores (tests force each way).
+            if by_text and not has_prefix(query.root) and SCORE_BY != "text":
+                # Candidates far apart are rarely tokenised yet (a cold text costs ~60 us); re-running a phrase
+                # MATCH that was quick costs less then (a prefix leaf would be FTS5's own prefix query: never).
+                # Both give the same scores (tests force each way).
                 scan = time.perf_counter() - started
                 cold = sum(1 for r in rows for text in (r[1], r[2]) if text not in self._streams)
                 by_text = SCORE_BY != "fts" and cold * COLD_TEXT_SECONDS <= 2 * len(leaves) * scan
