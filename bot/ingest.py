@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 from bot import replies
 from bot.deps import Deps
-from bot.matching import Standing, match_papers
+from bot.matching import Found, Standing, match_papers
 from bot.models import ChannelRef, ChannelRule, Delivery, DeliveryState, FetchResult, Paper, SourceStatus, UserRef
 from bot.ports import PaperSource
 from bot.query import Query, QueryError, parse
@@ -105,6 +105,7 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
         standing_rules.append(Standing(rule.channel.key, q if q is not None else _match_all()))
     standing_subs: list[Standing] = []
     sub_owner: dict[str, UserRef] = {}
+    sub_order: dict[str, int] = {}
     sub_text: dict[str, str] = {}
     cache = deps.queries
     async for sub in deps.subscriptions.all():
@@ -119,6 +120,7 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
         key = f"sub:{sub.id}"
         standing_subs.append(Standing(key, parsed))
         sub_owner[key] = sub.user
+        sub_order[key] = len(sub_order)
         sub_text[key] = sub.query
     matcher = cache.matcher(standing_rules + standing_subs)
     while True:
@@ -128,15 +130,25 @@ async def route_new(deps: Deps, batch: int = 2000) -> RouteReport:
         enqueue: list[tuple[ChannelRef, list[str]]] = []
         rows: list[Delivery] = []
         hits = match_papers(papers, standing_rules + standing_subs, matcher=matcher)
+        # One walk over what matched (not a lookup per subscription: there may be a million), then in
+        # subscription order, which is the order a user's matched terms are listed in.
+        for_rules: dict[str, Found] = {}
+        for_subs: list[tuple[int, str, Found]] = []
+        for key, answer in hits.pairs():
+            if key in rule_by_key:
+                for_rules[key] = answer
+            elif (order := sub_order.get(key)) is not None:
+                for_subs.append((order, key, answer))
+        for_subs.sort(key=lambda hit: hit[0])
         for key, rule in rule_by_key.items():
-            matched = [p.arxiv_id for p, _ in hits.get(key, [])]
+            matched = [p.arxiv_id for p, _ in for_rules.get(key, ())]
             if matched:
                 enqueue.append((rule.channel, matched))
                 total_queued += len(matched)
         per_user: dict[str, tuple[UserRef, dict[str, Paper], dict[str, list[str]]]] = {}
-        for key in sub_owner:
-            for paper, terms in hits.get(key, []):
-                user = sub_owner[key]
+        for _, key, answer in for_subs:
+            user = sub_owner[key]
+            for paper, terms in answer:
                 entry = per_user.setdefault(user.key, (user, {}, {}))
                 entry[1][paper.arxiv_id] = paper
                 entry[2].setdefault(paper.arxiv_id, [])

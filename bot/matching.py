@@ -20,7 +20,8 @@ import bisect
 import gc
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import chain
@@ -425,7 +426,7 @@ class Batch:
 # shape is one list comprehension over `lb`, the batch's bitset per leaf id: about 0.1 µs per standing query,
 # where walking a plan tree per query cost 3 µs. `(x := ...) and (x := x & ...)` stops at the first empty leaf.
 
-Columns = list[list[int]]  # [plan ids, leaf ids of positive 1..p, leaf ids of negative 1..n]
+Columns = list["array[int]"]  # [plan ids, leaf ids of positive 1..p, leaf ids of negative 1..n]
 
 
 def _eval_shape(lb: list[int], shape: tuple[int, int], cols: Columns) -> list[tuple[int, int]]:
@@ -532,8 +533,8 @@ class Matcher:
             self._note_starts(w)
         self._words = words
         self._in_column: list[tuple[str, int]] = [(k[1], word_id[k[2]]) for k in in_column]  # ("col", column, w)
-        self._pair_a = [word_id[k[2][0]] for k in pairs]  # ("phr", None, (a, b), False)
-        self._pair_b = [word_id[k[2][1]] for k in pairs]
+        self._pair_a = array("i", [word_id[k[2][0]] for k in pairs])  # ("phr", None, (a, b), False)
+        self._pair_b = array("i", [word_id[k[2][1]] for k in pairs])
         self._pair_keys = pairs
         self._rest = rest
         # The words any leaf can ask a batch about, and the prefixes whose words are found batch by batch.
@@ -554,7 +555,9 @@ class Matcher:
             # In first-leaf order, the evaluation reads the leaf bitsets front to back: kinder to the CPU cache.
             shaped.sort(key=lambda r: r[1])
             target = self._shapes if single else self._or_shapes
-            target[(npos, nneg)] = [list(col) for col in zip(*shaped, strict=True)]
+            # Machine ints, not lists of int objects: walking them allocates fresh ints from a free list
+            # instead of chasing a million scattered objects (about 2.5x faster at a million alerts, measured).
+            target[(npos, nneg)] = [array("i", col) for col in zip(*shaped, strict=True)]
 
     def _needed(self, words: set[str]) -> set[str]:
         """The batch's words some leaf can ask about: named words, and words starting with a named prefix."""
@@ -662,18 +665,51 @@ def _bits(b: int) -> list[int]:
 
 
 Found = tuple[tuple[Paper, tuple[str, ...]], ...]  # (paper, matched terms), in paper order
-Hits = dict[str, Found]
+
+
+class Matches(Mapping[str, Found]):
+    """What one batch matched: standing key -> (paper, matched terms) for every paper it matches, in paper order.
+
+    Held as groups of keys sharing one answer (standing queries with one plan, describing their terms alike):
+    `pairs()` walks them without building a dict of every matching key (a million-alert batch has 200k);
+    the mapping interface builds that dict on first use.
+    """
+
+    __slots__ = ("_groups", "_index")
+
+    def __init__(self, groups: list[tuple[Sequence[str], Found]]) -> None:
+        self._groups = groups
+        self._index: dict[str, Found] | None = None
+
+    def pairs(self) -> Iterator[tuple[str, Found]]:
+        for keys, found in self._groups:
+            for key in keys:
+                yield key, found
+
+    def _dict(self) -> dict[str, Found]:
+        if self._index is None:
+            self._index = dict(self.pairs())
+        return self._index
+
+    def __getitem__(self, key: str) -> Found:
+        return self._dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
-                 tokenizer: Tokenizer | None = None, matcher: Matcher | None = None) -> Hits:
-    """standing key -> [(paper, matched terms)] for every paper that matches, in paper order.
+                 tokenizer: Tokenizer | None = None, matcher: Matcher | None = None) -> Matches:
+    """standing key -> ((paper, matched terms), ...) for every paper that matches, in paper order (see Matches).
 
     Pass a `matcher` built once from the same `standing` to skip compiling them again for every batch.
     """
     m = matcher if matcher is not None else Matcher(standing)
     if not papers:
-        return {}
+        return Matches([])
     # A batch allocates many short-lived ints and tuples while a million compiled queries sit in memory: the
     # cyclic collector would rescan those over and over (half the time, measured). Nothing here makes cycles.
     was_enabled = gc.isenabled()
@@ -685,9 +721,9 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
             gc.enable()
 
 
-def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Hits:
+def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
     hits, lb = m._run(m.batch(docs_of(papers, tokenizer)))
-    out: Hits = {}
+    out: list[tuple[Sequence[str], Found]] = []
     all_groups, groups_of = m._groups, m.groups
     for pid, b in hits:
         where = [b.bit_length() - 1] if b.bit_count() == 1 else _bits(b)
@@ -697,10 +733,9 @@ def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> 
             # The answer is immutable, so every standing query of the group shares it.
             found: Found
             if len(ids) == 1:  # the only positive leaf of a matching query always matched
-                found = tuple([(papers[i], texts) for i in where])
+                found = ((papers[where[0]], texts),) if len(where) == 1 else tuple([(papers[i], texts) for i in where])
             else:
                 found = tuple([(papers[i], tuple([t for t, j in zip(texts, ids, strict=True) if lb[j] >> i & 1]))
                                for i in where])
-            for key in keys:
-                out[key] = found
-    return out
+            out.append((keys, found))
+    return Matches(out)
