@@ -1,14 +1,15 @@
 """New papers x standing queries (subscriptions and channel rules), with search's exact semantics.
 
-Built for a million standing queries against a batch of a thousand papers:
+Built for a million standing queries against a batch of a thousand papers, in pure Python, where the cost is
+Python steps and scattered memory reads per standing query:
 
-- The batch, not each paper, is the unit. Every token, column token, category, phrase and prefix of the batch
-  becomes a bitset over the batch's papers (a Python int), so one standing query is evaluated once for all
-  papers with a handful of `&`, `|` and `~` on ints instead of once per paper.
-- Standing queries are compiled once into small tuple plans over interned leaves; identical queries (common
-  among many users) share one plan and are evaluated once.
-- Plans are indexed by one key every match must contain (the rarest-looking required token, a category or a
-  prefix); only plans whose key occurs in the batch are evaluated at all.
+- The batch, not each paper, is the unit. Every word some standing query names (or that starts with one of
+  their prefixes) becomes a bitset over the batch's papers (a Python int); so do title and author words,
+  categories, dates, and phrases (checked against positions only where all their words occur).
+- Standing queries are compiled once into ORs of conjunctions of leaves; identical ones share one plan. Plans
+  are grouped by shape (how many positive and negative leaves) into machine-int arrays of leaf ids, and each
+  shape is evaluated by one list comprehension that stops at the first empty leaf (see _eval_shape).
+- Standing queries with one plan that describe their terms alike share one immutable answer (Matches).
 
 A leaf's bitset is computed with the reference semantics of bot.query (`term_matches` for phrases, the same
 prefix and column rules), so a match here is a match in search and vice versa; the property tests check it.
