@@ -1,13 +1,17 @@
-"""Shared test fixtures: where the recorded source fixtures live, and a CLI runner."""
+"""Shared test fixtures: where the recorded source fixtures live, a CLI runner, and a store for sync tests."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from storage.sqlite import Stores
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -38,3 +42,15 @@ def run_cli(args: list[str], tmp_path: Path, *, stdin: str | None = None, timeou
         [sys.executable, "-m", "bot.cli", *args], input=stdin, capture_output=True, text=True, timeout=timeout,
         cwd=tmp_path, env=env or offline_env(tmp_path),
     )
+
+
+@pytest.fixture
+def sync_stores(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Stores]]:
+    """An SQLite store and its own event loop, for hypothesis tests (which cannot be async functions)."""
+    loop = asyncio.new_event_loop()
+    stores = loop.run_until_complete(Stores.open(tmp_path / "sync.db"))
+    try:
+        yield loop, stores
+    finally:
+        loop.run_until_complete(stores.close())
+        loop.close()

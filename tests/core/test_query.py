@@ -5,7 +5,6 @@ same papers (so "what would alert me" equals "what search shows")."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -281,16 +280,6 @@ queries = st.tuples(
 ).map("".join)
 
 
-@pytest.fixture
-def sqlite_loop(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Stores]]:
-    loop = asyncio.new_event_loop()
-    stores = loop.run_until_complete(Stores.open(tmp_path / "prop.db"))
-    try:
-        yield loop, stores
-    finally:
-        loop.run_until_complete(stores.close())
-        loop.close()
-
 
 async def _load(stores: Stores, corpus: list[Paper]) -> list[Paper]:
     async with stores.db.write() as conn:
@@ -303,9 +292,9 @@ async def _load(stores: Stores, corpus: list[Paper]) -> list[Paper]:
 @given(corpus=corpora(), texts=st.lists(queries, min_size=1, max_size=4))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-def test_fts5_search_equals_the_reference_matcher(sqlite_loop: tuple[asyncio.AbstractEventLoop, Stores],
+def test_fts5_search_equals_the_reference_matcher(sync_stores: tuple[asyncio.AbstractEventLoop, Stores],
                                                   corpus: list[Paper], texts: list[str]) -> None:
-    loop, stores = sqlite_loop
+    loop, stores = sync_stores
     stored = loop.run_until_complete(_load(stores, corpus))
     assert len(stored) == len(corpus)
     docs = {p.arxiv_id: doc_of(p) for p in stored}
@@ -366,9 +355,9 @@ FIXED_CORPUS = [
 
 @given(pieces=_SOUP, gaps=st.lists(st.sampled_from(["", " "]), min_size=14, max_size=14))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_operator_soup_runs_in_sqlite_and_agrees(sqlite_loop: tuple[asyncio.AbstractEventLoop, Stores],
+def test_operator_soup_runs_in_sqlite_and_agrees(sync_stores: tuple[asyncio.AbstractEventLoop, Stores],
                                                  pieces: list[str], gaps: list[str]) -> None:
-    loop, stores = sqlite_loop
+    loop, stores = sync_stores
     if not loop.run_until_complete(stores.papers.count()):
         loop.run_until_complete(_load(stores, FIXED_CORPUS))
     query = _check_query("".join(p + g for p, g in zip(pieces, gaps, strict=False)))

@@ -4,12 +4,9 @@ storage.search_index defines it (checked with the reference term matcher), on ra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from unittest import mock
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -38,16 +35,6 @@ def reference_ranking(query: Query, ids: dict[str, int], docs: dict[str, Doc], w
     found = sorted((pid for pid in docs if matches(query, docs[pid])), key=lambda pid: -ids[pid])[:window]
     return sorted(found, key=lambda pid: (-reference_score(query, docs[pid]), -ids[pid]))
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Stores]]:
-    loop = asyncio.new_event_loop()
-    stores = loop.run_until_complete(Stores.open(tmp_path / "plan.db"))
-    try:
-        yield loop, stores
-    finally:
-        loop.run_until_complete(stores.close())
-        loop.close()
 
 
 async def _load(stores: Stores, corpus: list[Paper]) -> dict[str, int]:
@@ -90,9 +77,9 @@ def _parsed(texts: list[str]) -> list[Query]:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
-        store: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
         limit: int, offset: int, cap: int, tiers: list[int], forget_lasts: bool) -> None:
-    loop, stores = store
+    loop, stores = sync_stores
     ids = loop.run_until_complete(_load(stores, corpus))
     if forget_lasts:  # as a bulk rebuild of the vocabulary leaves them: search works them out
         loop.run_until_complete(stores.papers.search(parse("zz*", today=TODAY)))
@@ -131,8 +118,8 @@ def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         assert page.total == (len(expected) if exact else None), query.text
 
 
-def test_a_prefix_nothing_starts_with_finds_nothing(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
-    loop, stores = store
+def test_a_prefix_nothing_starts_with_finds_nothing(sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = sync_stores
     loop.run_until_complete(_load(stores, [Paper("2611.00001", "Graph models", "flows")]))
     res = loop.run_until_complete(stores.papers.search(parse("zzq*", today=TODAY), limit=10, count=True))
     assert res.hits == () and res.total == 0 and res.error is None
@@ -141,8 +128,8 @@ def test_a_prefix_nothing_starts_with_finds_nothing(store: tuple[asyncio.Abstrac
 
 
 def test_prefix_sees_words_of_papers_stored_after_the_vocabulary_was_built(
-        store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
-    loop, stores = store
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = sync_stores
     loop.run_until_complete(_load(stores, [Paper("2611.00001", "Graph models", "flows")]))
     assert len(loop.run_until_complete(stores.papers.search(parse("mod*", today=TODAY))).hits) == 1
     loop.run_until_complete(stores.papers.upsert([Paper("2611.00002", "Quixotic modular forms", "")],
@@ -153,9 +140,9 @@ def test_prefix_sees_words_of_papers_stored_after_the_vocabulary_was_built(
     assert [h.paper.arxiv_id for h in hits] == ["2611.00002"]
 
 
-def test_prefixes_over_stems_porter_would_change_again(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+def test_prefixes_over_stems_porter_would_change_again(sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
     # agreed -> agre, and FTS5 would read the query text "agre" as agr: the expansion must still be exact.
-    loop, stores = store
+    loop, stores = sync_stores
     corpus = [Paper("2611.00001", "They agreed", ""), Paper("2611.00002", "Agriculture", ""),
               Paper("2611.00003", "A universal law", ""), Paper("2611.00004", "Agrarian", "")]
     loop.run_until_complete(_load(stores, corpus))
@@ -167,9 +154,9 @@ def test_prefixes_over_stems_porter_would_change_again(store: tuple[asyncio.Abst
 
 
 def test_non_idempotent_stems_are_asked_for_by_a_word_that_stems_to_them(
-        store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
     # A native prefix part ("agre"*) merges every doclist under it over the whole table; "agree" reads as agre.
-    loop, stores = store
+    loop, stores = sync_stores
     corpus = [Paper("2611.00001", "They agreed", ""), Paper("2611.00002", "Agriculture", ""),
               Paper("2611.00003", "A universal law", "")]
     loop.run_until_complete(_load(stores, corpus))
@@ -217,8 +204,8 @@ _cat_atom = st.one_of(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 def test_words_the_category_column_holds_match_only_in_text_columns(
-        store: tuple[asyncio.AbstractEventLoop, Stores], titles: list[str], texts: list[str]) -> None:
-    loop, stores = store
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores], titles: list[str], texts: list[str]) -> None:
+    loop, stores = sync_stores
     corpus = [Paper(f"2611.{i:05d}", title or "untitled", "", ("Cs Graph",) if i % 2 else (),
                     categories=("cs.LG", "hep-th") if i % 3 else ("math.PR",))
               for i, title in enumerate(titles, start=1)]
@@ -245,10 +232,11 @@ def test_leaves_that_the_category_column_could_hold_keep_the_column_filter() -> 
         assert leaf(text).startswith("{"), text
 
 
-def test_recency_tiers_find_the_newest_papers_of_every_term(store: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+def test_recency_tiers_find_the_newest_papers_of_every_term(
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
     # Each tier asks only for the terms whose newest paper (search_vocab.last) is within it: after a bulk rebuild
     # of the vocabulary (lasts unknown), after new papers and after an old paper gains a word.
-    loop, stores = store
+    loop, stores = sync_stores
     corpus = [Paper(f"2611.{i:05d}", title, "") for i, title in
               enumerate(["graph one", "graphs two", "model three", "graphical four", "model five"], start=1)]
     ids = loop.run_until_complete(_load(stores, corpus))
