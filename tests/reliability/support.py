@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from adapters.console import CONSOLE_CHANNEL, ConsolePlatform
+from adapters.discord.platform import DiscordPlatform
+from adapters.slack.platform import SlackPlatform
 from adapters.sources.arxiv_rss import ArxivRssSource
 from adapters.sources.hf_daily import HfDailySource
 from adapters.sources.http import PoliteClient
 from bot.app import App
-from bot.models import ChannelRef, ChannelRule, Command, Reply, UserRef
+from bot.models import ChannelRef, ChannelRule, Command, FetchResult, Reply, UserRef
 from bot.ports import PaperSource
+from bot.sample import load_sample
 from bot.settings import Settings
+from tests.adapters.discord.fake_discord import TOKEN, FakeDiscord
+from tests.adapters.slack.conftest import SIGNING_SECRET
+from tests.adapters.slack.fake_slack import BOT_TOKEN, FakeSlack
 from tests.reliability.harness import ConsoleReceiver
 from tests.reliability.source_fake import SourceFake
 
@@ -40,6 +46,26 @@ async def console_app(tmp: Path, **values: Any) -> AsyncIterator[tuple[App, Cons
         yield app, receiver
     finally:
         await app.close()
+
+
+async def chat_app(db: Path, slack: FakeSlack, discord: FakeDiscord, *, send_timeout: float = 120.0,
+                   **values: Any) -> tuple[App, int]:
+    """An opened App with the real Slack (HTTP mode) and Discord adapters started against the loopback fakes and
+    the bundled sample stored; returns it and Slack's HTTP port. The caller closes the app and the fakes."""
+    s = settings_for(db, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                     PAPERBOY_SLACK_PORT=0, DISCORD_TOKEN=TOKEN, DISCORD_API_BASE=discord.api_base,
+                     DISCORD_GATEWAY_URL=discord.gateway_url, **values)
+    app = await App(s, out=io.StringIO()).open()
+    assert app.service is not None and app.stores is not None
+    slack_platform = SlackPlatform(s, app.service, post_interval=0.0, host="127.0.0.1")
+    discord_platform = DiscordPlatform(s, app.service, app.stores.status, ready_timeout=10.0,
+                                       send_timeout=send_timeout, guild_ready_timeout=0.05)
+    app.platforms = {"slack": slack_platform, "discord": discord_platform}
+    await slack_platform.start()
+    await discord_platform.start()
+    await app.ingest_papers(FetchResult("sample", tuple(load_sample())))
+    assert slack_platform.http_port
+    return app, slack_platform.http_port
 
 
 def fast_sources(source: SourceFake, settings: Settings, *, tries: int = 3, timeout: float = 2.0) -> tuple[

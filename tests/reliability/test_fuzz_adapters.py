@@ -6,7 +6,6 @@ and no answer carries a live mention."""
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.discord.platform import DiscordPlatform
-from adapters.slack.platform import SlackPlatform
 from bot.app import App
 from bot.commands import COMMANDS, CommandSpec
-from bot.models import FetchResult
-from bot.sample import load_sample
-from tests.adapters.discord.fake_discord import ADMIN_ID, ALL_PERMISSIONS, TOKEN, USER_ID, FakeDiscord
-from tests.adapters.slack.conftest import SIGNING_SECRET, command_form, post_signed
-from tests.adapters.slack.fake_slack import BOT_TOKEN, FakeSlack
+from tests.adapters.discord.fake_discord import ADMIN_ID, ALL_PERMISSIONS, USER_ID, FakeDiscord
+from tests.adapters.slack.conftest import command_form, post_signed
+from tests.adapters.slack.fake_slack import FakeSlack
 from tests.reliability.fuzzing import (
     _DISCORD_ID,
     _DISCORD_MASS,
@@ -35,7 +30,7 @@ from tests.reliability.fuzzing import (
     examples,
     fuzzed,
 )
-from tests.reliability.support import settings_for
+from tests.reliability.support import chat_app
 
 
 @dataclass
@@ -56,21 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         slack = await FakeSlack().start()
         discord_fake = FakeDiscord()
         await discord_fake.start()
-        s = settings_for(tmp / "p.db", PAPERBOY_COMMANDS_PER_MINUTE=10**9, PAPERBOY_MAX_SUBSCRIPTIONS=10**6,
-                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                         PAPERBOY_SLACK_PORT=0, DISCORD_TOKEN=TOKEN, DISCORD_API_BASE=discord_fake.api_base,
-                         DISCORD_GATEWAY_URL=discord_fake.gateway_url)
-        app = await App(s, out=io.StringIO()).open()
-        assert app.service is not None and app.stores is not None
-        slack_platform = SlackPlatform(s, app.service, post_interval=0.0, host="127.0.0.1")
-        discord_platform = DiscordPlatform(s, app.service, app.stores.status, ready_timeout=10.0,
-                                           guild_ready_timeout=0.05)
-        app.platforms = {"slack": slack_platform, "discord": discord_platform}
-        await slack_platform.start()
-        await discord_platform.start()
-        await app.ingest_papers(FetchResult("sample", tuple(load_sample())))
-        assert slack_platform.http_port
-        return Stack(loop, app, slack, slack_platform.http_port, discord_fake)
+        app, port = await chat_app(tmp / "p.db", slack, discord_fake, PAPERBOY_COMMANDS_PER_MINUTE=10**9,
+                                   PAPERBOY_MAX_SUBSCRIPTIONS=10**6)
+        return Stack(loop, app, slack, port, discord_fake)
 
     stack = loop.run_until_complete(up())
     yield stack

@@ -5,7 +5,6 @@ error or `status` — the whole App with the real adapters against the loopback 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +17,6 @@ import aiohttp
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from adapters.discord.platform import DiscordPlatform
-from adapters.slack.platform import SlackPlatform
 from bot.app import App
 from bot.commands import COMMANDS, MAX_ARGS_CHARS
 from bot.models import ChannelRef, Command, FetchResult, UserRef
@@ -36,7 +33,7 @@ from tests.adapters.discord.fake_discord import (
 )
 from tests.adapters.slack.conftest import SIGNING_SECRET, command_form
 from tests.adapters.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from tests.reliability.support import settings_for
+from tests.reliability.support import chat_app
 
 SECRETS = (TOKEN, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET)
 
@@ -72,22 +69,10 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     slack = await FakeSlack().start()
     discord_fake = FakeDiscord()
     await discord_fake.start()
-    s = settings_for(tmp_path / "p.db", PAPERBOY_COMMANDS_PER_MINUTE=20, PAPERBOY_MAX_SUBSCRIPTIONS=5,
-                     SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                     PAPERBOY_SLACK_PORT=0, DISCORD_TOKEN=TOKEN, DISCORD_API_BASE=discord_fake.api_base,
-                     DISCORD_GATEWAY_URL=discord_fake.gateway_url)
-    app = await App(s, out=io.StringIO()).open()
-    assert app.service is not None and app.stores is not None
-    slack_platform = SlackPlatform(s, app.service, post_interval=0.0, host="127.0.0.1")
-    discord_platform = DiscordPlatform(s, app.service, app.stores.status, ready_timeout=10.0, send_timeout=3.0,
-                                       guild_ready_timeout=0.05)
-    app.platforms = {"slack": slack_platform, "discord": discord_platform}
-    await slack_platform.start()
-    await discord_platform.start()
-    await app.ingest_papers(FetchResult("sample", tuple(load_sample())))
-    assert slack_platform.http_port
+    app, port = await chat_app(tmp_path / "p.db", slack, discord_fake, send_timeout=3.0,
+                               PAPERBOY_COMMANDS_PER_MINUTE=20, PAPERBOY_MAX_SUBSCRIPTIONS=5)
     try:
-        yield Stack(app, slack, slack_platform.http_port, discord_fake, logs)
+        yield Stack(app, slack, port, discord_fake, logs)
     finally:
         await app.close()
         await slack.stop()
