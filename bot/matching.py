@@ -22,10 +22,10 @@ import gc
 import sys
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from itertools import chain
+from itertools import chain, repeat
 
 from bot.models import Paper
 from bot.query import Category, Doc, Node, Not, Or, Query, Term, term_matches
@@ -82,6 +82,42 @@ class FastTokenizer:
         if slow:
             for i, fts_stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
                 out[i] = fts_stream
+        return out
+
+    def sketch_many(self, texts: Sequence[str], letters: Collection[str]) -> list[tuple[list[str], bool]]:
+        """Token streams exact for every token starting with one of `letters`, and whether each is whole.
+
+        Scoring a few candidates against a query's words only needs the tokens that could equal them, and
+        stemming a new word (through FTS5) is what costs. An ASCII word is one token, and Porter only rewrites
+        suffixes, never a word's first character (tests/scale/test_matcher.py checks both on FTS5 itself);
+        so a word not yet stemmed whose first character is not in `letters` is left as an empty token in its
+        place: it cannot equal or start like any query token, and every other token keeps its position.
+        """
+        out: list[tuple[list[str], bool]] = [([], True) for _ in texts]
+        slow: list[int] = []
+        pending: list[tuple[int, list[str]]] = []
+        get, blank = self.stems.get, repeat("")
+        for i, text in enumerate(texts):
+            if not text.isascii():
+                slow.append(i)
+                continue
+            words = text.translate(_ASCII_FOLD).split()
+            acc = list(map(get, words, blank))
+            out[i] = (acc, True)
+            if "" in acc:  # no token is empty: a word not stemmed yet
+                pending.append((i, words))
+        if pending:
+            self._learn({w for _, ws in pending for w in ws if w[0] in letters})
+            odd = self.odd
+            for i, words in pending:
+                if odd and not odd.keys().isdisjoint(words):
+                    out[i] = (self.tokenize_many([" ".join(words)])[0], True)
+                    continue
+                acc = list(map(get, words, blank))
+                out[i] = (acc, "" not in acc)
+        if slow:
+            for i, fts_stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
+                out[i] = (fts_stream, True)
         return out
 
     def _learn(self, words: set[str]) -> None:

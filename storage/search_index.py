@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,7 +53,6 @@ STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates 
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
-COLD_TEXT_SECONDS = 60e-6  # tokenising a title or author list not seen before (mostly stemming its new words)
 SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: the cheaper one
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
@@ -405,8 +403,8 @@ class SearchPlanner:
         leaves = _scored_leaves(query) if order == "rank" else []
         # Scoring by text avoids re-running a dear MATCH (a phrase, a prefix of many terms); for words alone the
         # two FTS5 queries per word are cheaper than tokenising candidates that are rarely the same twice.
-        by_text = bool(leaves) and any(isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1)
-                                       for leaf in query.terms())
+        by_text = bool(leaves) and SCORE_BY != "fts" and (SCORE_BY == "text" or any(
+            isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1) for leaf in query.terms()))
         if order != "rank":
             cols = "papers_fts.rowid, p.published"
         elif by_text:
@@ -418,7 +416,6 @@ class SearchPlanner:
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
                f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
         rows: list[Any] = []
-        started = time.perf_counter()
         for low, tier_match in compiled.tiers:
             # The newest papers first, asked for with only the terms that occur among them; exact, since a term
             # left out has no paper at or above `low`. Each tier goes on below the last one.
@@ -430,16 +427,9 @@ class SearchPlanner:
         else:
             rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
-            if by_text and not has_prefix(query.root) and SCORE_BY != "text":
-                # Candidates far apart are rarely tokenised yet (a cold text costs ~60 us); re-running a phrase
-                # MATCH that was quick costs less then (a prefix leaf would be FTS5's own prefix query: never).
-                # Both give the same scores (tests force each way).
-                scan = time.perf_counter() - started
-                cold = sum(1 for r in rows for text in (r[1], r[2]) if text not in self._streams)
-                by_text = SCORE_BY != "fts" and cold * COLD_TEXT_SECONDS <= 2 * len(leaves) * scan
             if by_text:
-                self._tokenise([str(text or "") for r in rows for text in (r[1], r[2])])
-                scores = {int(r[0]): self._score(leaves, r) for r in rows}
+                texts = self._sketches([str(text or "") for r in rows for text in (r[1], r[2])], _letters(query))
+                scores = {int(r[0]): _score(leaves, texts[str(r[1] or "")], texts[str(r[2] or "")]) for r in rows}
             else:
                 scores = await self._scores_by_fts(query, match, [int(r[0]) for r in rows])
             scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0]))
@@ -484,38 +474,28 @@ class SearchPlanner:
                         scores[int(r[0])] += weight
         return scores
 
-    def _score(self, leaves: list[tuple[str, str, float]], row: Any) -> float:
-        """A candidate's score as the module docstring defines it, from its own title and author text.
+    def _sketches(self, texts: list[str], letters: set[str]) -> dict[str, str]:
+        """Each text's joined token stream, exact for every token starting with one of `letters`.
 
-        Asking FTS5 per (leaf, column) re-ran the whole MATCH (for a phrase or a prefix of hundreds of terms,
-        the slowest part of the search) twice more. Here each column becomes its token stream joined and
-        bracketed by a separator no token contains, so the reference `term_matches` (consecutive tokens equal,
-        the last one only starting with the prefix) is one substring test; tests/scale compare both."""
-        if not leaves:
-            return 0.0
-        title = self._joined(str(row[1] or ""))
-        authors = self._joined(str(row[2] or ""))
-        return sum(weight for column, pattern, weight in leaves
-                   if pattern in (title if column == "title" else authors))
-
-    def _tokenise(self, texts: list[str]) -> None:
-        """Put the texts' joined token streams in the cache, all new ones in one batch (one tokenizer call)."""
-        new = list(dict.fromkeys(t for t in texts if t not in self._streams))
-        if not new:
-            return
-        if len(self._streams) + len(new) > STREAM_CACHE:
-            self._streams.clear()
-        for text, stream in zip(new, fast_tokenizer(self.tok).tokenize_many(new), strict=True):
-            self._streams[text] = joined_stream(stream)
-
-    def _joined(self, text: str) -> str:
-        joined = self._streams.get(text)
-        if joined is None:
-            if len(self._streams) >= STREAM_CACHE:
+        A title or author list seen before comes from the cache; a new one is tokenised with only its new
+        words that could matter stemmed (FastTokenizer.sketch_many: stemming a new word is the dear part, and
+        most candidates are new to a query with a rare phrase). Only whole streams are kept."""
+        out: dict[str, str] = {}
+        new: list[str] = []
+        for text in dict.fromkeys(texts):
+            joined = self._streams.get(text)
+            if joined is None:
+                new.append(text)
+            else:
+                out[text] = joined
+        if new:
+            if len(self._streams) + len(new) > STREAM_CACHE:
                 self._streams.clear()
-            joined = joined_stream(fast_tokenizer(self.tok).tokenize_many([text])[0])
-            self._streams[text] = joined
-        return joined
+            for text, (stream, whole) in zip(new, fast_tokenizer(self.tok).sketch_many(new, letters), strict=True):
+                out[text] = joined = joined_stream(stream)
+                if whole:
+                    self._streams[text] = joined
+        return out
 
     async def _expansions(self, query: Query) -> dict[str, list[tuple[str, int | None]] | None]:
         """Each prefix's stored terms with their `last`, or None where FTS5's own prefix query is kept."""
@@ -564,6 +544,21 @@ def leaf_pattern(term: Term) -> str | None:
     if not term.tokens:
         return None
     return SEP + SEP.join(term.tokens) + ("" if term.prefix else SEP)
+
+
+def _score(leaves: list[tuple[str, str, float]], title: str, authors: str) -> float:
+    """A candidate's score as the module docstring defines it, from its title's and authors' joined streams.
+
+    Asking FTS5 per (leaf, column) re-runs the whole MATCH (for a phrase or a prefix of hundreds of terms, the
+    slowest part of the search) twice more. In a joined stream (tokens bracketed by a separator no token
+    contains) the reference `term_matches` (consecutive tokens equal, the last one only starting with the
+    prefix) is one substring test; tests/scale compare both."""
+    return sum(weight for column, pattern, weight in leaves if pattern in (title if column == "title" else authors))
+
+
+def _letters(query: Query) -> set[str]:
+    """The first characters of every token of the query's scored words and phrases."""
+    return {t[:1] for leaf in query.terms() if isinstance(leaf, Term) for t in leaf.tokens}
 
 
 def _scored_leaves(query: Query) -> list[tuple[str, str, float]]:

@@ -60,6 +60,41 @@ def test_fast_tokenizer_gives_fts5_token_streams(texts: list[str]) -> None:
     assert FastTokenizer(tok).tokenize_many(texts) == tok.tokenize_many(texts)
 
 
+@given(words=st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=14),
+                     max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_an_ascii_word_is_one_fts5_token_with_its_first_character(words: list[str]) -> None:
+    # FastTokenizer.sketch_many relies on both facts of unicode61 + Porter.
+    tok = default_tokenizer()
+    for word, stream, upper in zip(words, tok.tokenize_many(words), tok.tokenize_many([w.upper() for w in words]),
+                                   strict=True):
+        assert len(stream) == 1 and stream[0][:1] == word[:1] and upper == stream, (word, stream)
+
+
+def test_first_characters_survive_porter_on_its_hardest_suffixes() -> None:
+    words = [w + s for w in ("ies", "sses", "aed", "ated", "ying", "eed", "bl", "iz", "a", "e", "y", "s", "xs")
+             for s in ("", "s", "ed", "ing", "ies", "ational", "ization", "ement", "ness", "e", "ly")]
+    for word, stream in zip(words, default_tokenizer().tokenize_many(words), strict=True):
+        assert len(stream) == 1 and stream[0][:1] == word[:1], (word, stream)
+
+
+@given(texts=st.lists(st.one_of(st.lists(_CHARS, max_size=40).map("".join),
+                                st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join)), max_size=6),
+       letters=st.sets(st.sampled_from("abcdexyz019"), max_size=4), warm=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_a_sketch_keeps_every_token_that_starts_with_a_wanted_letter(texts: list[str], letters: set[str],
+                                                                     warm: bool) -> None:
+    tok = default_tokenizer()
+    fast = FastTokenizer(tok)
+    if warm:
+        fast.tokenize_many(texts[:1])
+    full = tok.tokenize_many(texts)
+    for (sketch, whole), stream in zip(fast.sketch_many(texts, letters), full, strict=True):
+        assert len(sketch) == len(stream)  # every token keeps its position
+        assert all(a == b or (a == "" and b[:1] not in letters) for a, b in zip(sketch, stream, strict=True))
+        assert (sketch == stream) if whole else ("" in sketch)
+
+
 def test_a_reused_matcher_gives_the_same_answers() -> None:
     corpus = [Paper("2611.00001", "Graph neural networks", "We study diffusion."),
               Paper("2611.00002", "Quantum spin chains", "Nothing about graphs.", categories=("quant-ph",))]
