@@ -18,7 +18,8 @@ How it is computed (none of it changes what matches or the order):
 
 - For a query with a phrase or a prefix, scores come from the candidates' own title and author text (fetched
   with them), tokenised as FTS5 does, not from more FTS5 queries: those re-ran the whole MATCH, the dear part
-  of a phrase or a prefix, twice more. Words alone keep the FTS5 queries, which are cheap for them.
+  of a phrase or a prefix, twice more. Only the new words that could equal a query token are stemmed
+  (FastTokenizer.sketch_many). Words alone keep the FTS5 queries, which are cheaper for them (measured).
 - A word or phrase that the category column cannot hold is asked for without the column filter (`leaf_fts`).
 - Prefix terms are expanded to the exact index terms they cover through `search_vocab` (migration 002): an OR
   of a few terms streams in rowid order, where a native FTS5 prefix query first merges every doclist of every
@@ -53,7 +54,7 @@ STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates 
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
-SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: the cheaper one
+SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: text for phrases/prefixes
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
