@@ -8,6 +8,12 @@ The ranking (defined here, tested against the reference matcher):
 
 1. The candidates are the CANDIDATES (200) newest matching papers (store id descending; ids ascend as papers are
    stored). A query with fewer matches has all of them as candidates, so its ranking is over everything.
+   Except for a query with a phrase (and no prefix) that matches some of the RECENT_PAPERS (500k, about 18
+   months of arXiv) newest papers: its candidates are the CANDIDATES newest of those only, and older matches
+   follow all of them, newest first (score 0). A phrase of a common and a rarer word ("for X") is slow in FTS5 (each of
+   X's rows seeks into the common word's position lists) and often has a few hundred matches spread over
+   all of arXiv: finding the 200 newest meant reading X's whole list (30 ms at 2.5M papers). Recent papers
+   are what a reader of new papers wants first; the count stays the count of all matches.
 2. Each candidate scores, for every positive word or phrase of the query (`Query.terms()`, categories
    aside), TITLE_WEIGHT if its title contains it and AUTHOR_WEIGHT if its author list does (a leaf limited to
    another column adds nothing): the reference `term_matches` with the column set, so the score is exactly
@@ -50,6 +56,7 @@ COUNT_CAP = 2_000
 TITLE_WEIGHT = 10.0
 AUTHOR_WEIGHT = 3.0
 _WEIGHTS = (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT))
+RECENT_PAPERS = 500_000  # a phrase query ranks the matches among this many newest papers (module docstring)
 STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates again and again)
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
@@ -417,6 +424,9 @@ class SearchPlanner:
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
                f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
         rows: list[Any] = []
+        restricted = False  # the candidates are the recent matches only (see the module docstring)
+        tail: list[Any] = []  # then the older matches a page needs, newest first
+        complete = False  # with `restricted`: every match was read
         for low, tier_match in compiled.tiers:
             # The newest papers first, asked for with only the terms that occur among them; exact, since a term
             # left out has no paper at or above `low`. Each tier goes on below the last one.
@@ -426,14 +436,25 @@ class SearchPlanner:
             if len(rows) >= n:
                 break
         else:
-            rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
+            recent = None if compiled.tiers else await self._recent_low(query, order, floor)
+            if recent is not None:
+                rows += await self.db.fetchall(sql, [match, recent, high, *params[3:], n])
+                restricted = bool(rows)
+                high = recent - 1
+            if restricted and len(rows) < want:
+                # Older matches follow the recent ones newest first: only as many as the page needs.
+                tail = await self.db.fetchall(sql, [match, floor, high, *params[3:], want - len(rows)])
+                complete = len(rows) + len(tail) < want
+            elif not restricted:
+                rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
             if by_text:
                 texts = self._sketches([str(text or "") for r in rows for text in (r[1], r[2])], _letters(query))
                 scores = {int(r[0]): _score(leaves, texts[str(r[1] or "")], texts[str(r[2] or "")]) for r in rows}
             else:
                 scores = await self._scores_by_fts(query, match, [int(r[0]) for r in rows])
-            scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0]))
+            scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0])) + [(int(r[0]), 0.0) for r in tail]
+            rows += tail
         else:
             # Newest by date within the window of newest stored matches (exact whenever all matches fit).
             by_date = sorted(rows, key=lambda r: (r[1] or "", int(r[0])), reverse=True)
@@ -441,9 +462,9 @@ class SearchPlanner:
         total: int | None = None
         if count:
             cap = COUNT_CAP if query.since is None else 10 * COUNT_CAP
-            if len(rows) < n:
+            if (len(rows) < n and not restricted) or complete:  # every match was read
                 total = len(rows)
-            elif n <= cap:
+            elif len(rows) <= cap:
                 # Only the matches older than the candidates are left to count: the scan goes on where the
                 # candidates' stopped instead of walking them again (for a sparse phrase, the whole table).
                 cjoin = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql else ""
@@ -451,9 +472,18 @@ class SearchPlanner:
                         f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid < ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
                 low = min(int(r[0]) for r in rows)
-                older = int((await self.db.fetchone(csql, [match, floor, low, *params[3:], cap + 1 - n]))[0])
-                total = n + older if n + older <= cap else None
+                older = int((await self.db.fetchone(csql, [match, floor, low, *params[3:], cap + 1 - len(rows)]))[0])
+                total = len(rows) + older if len(rows) + older <= cap else None
         return Ranked(scored[offset:want], total)
+
+    async def _recent_low(self, query: Query, order: str, floor: int) -> int | None:
+        """The lowest id of the recent papers a phrase query looks at first, or None for no such window."""
+        if order != "rank" or not RECENT_PAPERS or has_prefix(query.root) or not any(
+                isinstance(leaf, Term) and len(leaf.tokens) > 1 for leaf in query.terms()):
+            return None  # a prefix query has its own (exact) tiers
+        top = int((await self.db.fetchone("SELECT coalesce(max(id), 0) FROM papers"))[0])
+        low = top - RECENT_PAPERS + 1
+        return low if low > floor else None
 
     async def _scores_by_fts(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
         """The same scores from FTS5: per (leaf, column), the candidates that also match the leaf limited to the

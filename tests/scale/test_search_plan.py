@@ -30,11 +30,27 @@ def reference_score(query: Query, doc: Doc) -> float:
     return score
 
 
-def reference_ranking(query: Query, ids: dict[str, int], docs: dict[str, Doc], window: int) -> list[str]:
-    """Matching ids: the `window` newest by store id, by score then newest."""
-    found = sorted((pid for pid in docs if matches(query, docs[pid])), key=lambda pid: -ids[pid])[:window]
-    return sorted(found, key=lambda pid: (-reference_score(query, docs[pid]), -ids[pid]))
+def recent_only(query: Query, ids: dict[str, int], docs: dict[str, Doc], recent: int) -> int | None:
+    """The lowest id of the `recent` newest stored papers if the query has a phrase (and no prefix) that matches
+    some of them: its candidates are then those only (storage.search_index, ranking rule 1)."""
+    phrase = any(isinstance(leaf, Term) and len(leaf.tokens) > 1 for leaf in query.terms())
+    if not recent or not phrase or search_index.has_prefix(query.root):
+        return None
+    low = max(ids.values()) - recent + 1
+    return low if any(ids[pid] >= low and matches(query, doc) for pid, doc in docs.items()) else None
 
+
+def reference_ranking(query: Query, ids: dict[str, int], docs: dict[str, Doc], window: int,
+                      recent: int = 0) -> list[str]:
+    """Matching ids: the `window` newest by store id, by score then newest; or with `recent_only`, the `window`
+    newest of the recent matches by score then newest, and then every older match, newest first."""
+    found = sorted((pid for pid in docs if matches(query, docs[pid])), key=lambda pid: -ids[pid])
+    older: list[str] = []
+    low = recent_only(query, ids, docs, recent)
+    if low is not None:
+        older = [pid for pid in found if ids[pid] < low]
+        found = [pid for pid in found if ids[pid] >= low]
+    return sorted(found[:window], key=lambda pid: (-reference_score(query, docs[pid]), -ids[pid])) + older
 
 
 async def _load(stores: Stores, corpus: list[Paper]) -> dict[str, int]:
@@ -73,12 +89,12 @@ def _parsed(texts: list[str]) -> list[Query]:
        window=st.integers(min_value=1, max_value=6), limit=st.integers(min_value=1, max_value=4),
        offset=st.integers(min_value=0, max_value=3), cap=st.integers(min_value=1, max_value=12),
        tiers=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=3, unique=True).map(sorted),
-       forget_lasts=st.booleans())
+       forget_lasts=st.booleans(), newest=st.integers(min_value=1, max_value=15))
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         sync_stores: tuple[asyncio.AbstractEventLoop, Stores], corpus: list[Paper], texts: list[str], window: int,
-        limit: int, offset: int, cap: int, tiers: list[int], forget_lasts: bool) -> None:
+        limit: int, offset: int, cap: int, tiers: list[int], forget_lasts: bool, newest: int) -> None:
     loop, stores = sync_stores
     ids = loop.run_until_complete(_load(stores, corpus))
     if forget_lasts:  # as a bulk rebuild of the vocabulary leaves them: search works them out
@@ -103,18 +119,24 @@ def test_search_finds_what_the_reference_matches_and_ranks_as_defined(
         # Scores by the candidates' text and by FTS5 agree.
         with (mock.patch.object(search_index, "CANDIDATES", window), mock.patch.object(search_index, "COUNT_CAP", cap),
               mock.patch.object(search_index, "TIER_TERMS", 0),
-              mock.patch.object(search_index, "TIER_WINDOWS", tuple(tiers))):
+              mock.patch.object(search_index, "TIER_WINDOWS", tuple(tiers)),
+              mock.patch.object(search_index, "RECENT_PAPERS", newest)):
             with mock.patch.object(search_index, "SCORE_BY", "fts"):
                 page = loop.run_until_complete(stores.papers.search(query, limit=limit, offset=offset, count=True))
             with mock.patch.object(search_index, "SCORE_BY", "text"):
                 tiered = loop.run_until_complete(stores.papers.search(query, limit=100))
-        assert [h.paper.arxiv_id for h in tiered.hits] == reference_ranking(query, ids, docs, 10**6), query.text
-        ranked = reference_ranking(query, ids, docs, max(window, offset + limit))
+        assert [h.paper.arxiv_id for h in tiered.hits] == reference_ranking(
+            query, ids, docs, 10**6, newest), query.text
+        ranked = reference_ranking(query, ids, docs, max(window, offset + limit), newest)
         assert [h.paper.arxiv_id for h in page.hits] == ranked[offset : offset + limit], query.text
-        # The count: exact when every match is a candidate or up to the cap (ten times it with a date filter),
-        # None past it.
+        # The count (of all matches, recent or not): exact when every match is a candidate or up to the cap (ten
+        # times it with a date filter), None past it.
         most = cap if query.since is None else 10 * cap
-        exact = len(expected) < max(window, offset + limit) or len(expected) <= most
+        if recent_only(query, ids, docs, newest) is None:
+            read_all = len(expected) < max(window, offset + limit)
+        else:  # the recent matches, then older ones as far as the page needs
+            read_all = len(expected) < offset + limit
+        exact = read_all or len(expected) <= most
         assert page.total == (len(expected) if exact else None), query.text
 
 
@@ -261,3 +283,36 @@ def test_recency_tiers_find_the_newest_papers_of_every_term(
     docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
     for text in ("gra*", "mod*", "gra* mod*"):
         check(text)
+
+
+def test_a_phrase_ranks_its_recent_matches_first_then_older_ones_newest_first(
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = sync_stores
+    corpus = [Paper("2611.00001", "Graph neural networks", "graph neural"),  # old, but a title hit
+              Paper("2611.00002", "Other", "on graph neural nets"),
+              Paper("2611.00003", "Other", "a graph neural model"),
+              Paper("2611.00004", "Other", "nothing here"),
+              Paper("2611.00005", "Recent", "graph neural again"),
+              Paper("2611.00006", "Recent", "neural graph, the other way round")]
+    ids = loop.run_until_complete(_load(stores, corpus))
+    by_id = {v: k for k, v in ids.items()}
+    newest = max(ids.values())
+
+    def search(text: str, **kw: int) -> tuple[list[int], int | None]:
+        res = loop.run_until_complete(stores.papers.search(parse(text, today=TODAY), count=True, **kw))
+        return [ids[h.paper.arxiv_id] - newest for h in res.hits], res.total
+
+    # Without a recent match (or a window that holds everything) the title hit wins as usual.
+    assert search('"graph neural"') == ([-5, -1, -3, -4], 4)
+    with mock.patch.object(search_index, "RECENT_PAPERS", 2):  # the two newest papers: 00005 and 00006
+        assert by_id[newest - 1] == "2611.00005"
+        assert search('"graph neural"') == ([-1, -3, -4, -5], 4)
+        assert search('"graph neural"', limit=2) == ([-1, -3], 4)
+        assert search('"graph neural"', limit=2, offset=2) == ([-4, -5], 4)
+        with mock.patch.object(search_index, "COUNT_CAP", 1):  # exact only if every match was read
+            assert search('"graph neural"') == ([-1, -3, -4, -5], 4)
+            assert search('"graph neural"', limit=2) == ([-1, -3], None)
+        # Words alone, a prefix, or a phrase with no recent match: the rule does not apply.
+        assert search("graph neural")[0][0] == -5
+        assert search('"graph neural" netw*')[0] == [-5]
+        assert search('"neural network"') == ([-5], 1)
