@@ -335,7 +335,7 @@ class _WarmTokenizer(Tokenizer):
         return hit if hit is not None else super().tokenize(text)
 
 
-def bench_match(db: Path, subs: int, *, papers_n: int = 1000, runs: int = 3) -> list[Figure]:
+def bench_match(db: Path, subs: int, *, papers_n: int = 1000, runs: int = 7) -> list[Figure]:
     texts = subscription_texts(subs)
     tok = _WarmTokenizer(texts)
     standing: list[Standing] = []
