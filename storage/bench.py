@@ -429,14 +429,15 @@ def _idle_rss(db: Path, n: int, settle: int = 20) -> Figure:
 
 async def _concurrent_search(db: Path, n: int, *, users: int, per_user: int) -> list[Figure]:
     """`users` people running /papers search at once, through the same store call as the command handler
-    (count=True): on the service's one aiosqlite connection, and spread over two connections (what a small read
-    pool would give); the naive figure is the bm25 plan, `users` at once, on one connection."""
-    from storage.sqlite import Stores
+    (count=True): on one aiosqlite connection (the store without its search readers), and as the service runs
+    them, on its SEARCH_READERS connections; the naive figure is the bm25 plan, `users` at once, on one
+    connection."""
+    from storage.sqlite import SEARCH_READERS, Stores
 
     texts = [t for ts in search_queries(db, per_user * users // 6 + 1, seed=23).values() for t in ts]
     random.Random(5).shuffle(texts)
     queries = [parse(t, today=TODAY) for t in texts[: users * per_user]]
-    pool = [await Stores.open(db), await Stores.open(db)]
+    pool = [await Stores.open(db, readers=0), await Stores.open(db)]
     figures = []
     try:
         for stores in pool:
@@ -455,19 +456,20 @@ async def _concurrent_search(db: Path, n: int, *, users: int, per_user: int) -> 
                 out.append((time.perf_counter() - t0) * 1000)
             return out
 
-        async def run(connections: int, naive: bool) -> tuple[list[float], float]:
+        async def run(stores: Stores, naive: bool) -> tuple[list[float], float]:
             per = 1 if naive else per_user
             t0 = time.perf_counter()
-            lists = await asyncio.gather(*(user(pool[u % connections], queries[u * per_user : u * per_user + per],
-                                                naive) for u in range(users)))
+            lists = await asyncio.gather(*(user(stores, queries[u * per_user : u * per_user + per], naive)
+                                           for u in range(users)))
             return [x for xs in lists for x in xs], time.perf_counter() - t0
 
-        naive_times, _ = await run(1, True)
+        naive_times, _ = await run(pool[0], True)
         naive_med = statistics.median(naive_times)
-        for connections in (1, 2):
-            ours, wall = await run(connections, False)
+        for stores in pool:
+            ours, wall = await run(stores, False)
             med = statistics.median(ours)
-            label = "one aiosqlite connection" if connections == 1 else "two read connections"
+            label = ("one aiosqlite connection" if stores is pool[0]
+                     else f"the service's {SEARCH_READERS} search connections")
             figures.append(Figure(
                 "service", n, f"{users} concurrent /papers search, {label}", round(med, 1),
                 round(_pct(ours, 0.99), 1), round(len(ours) / wall, 1), round(_rss_mb(), 1),

@@ -320,6 +320,7 @@ class SearchPlanner:
             ids = [r[0] for r in await (await wconn.execute(
                 "SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))).fetchall()]
             if len(ids) > DIRTY_REBUILD:
+                await wconn.execute(CREATE_VOCAB)  # a temp table: on this connection too if it is not ours
                 await wconn.execute("DELETE FROM search_vocab")
                 await wconn.execute(f"INSERT INTO search_vocab(term) SELECT term FROM {VOCAB_TABLE}")
                 await wconn.execute("DELETE FROM search_vocab_dirty")

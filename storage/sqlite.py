@@ -35,6 +35,8 @@ from storage.search_index import Compiled, SearchPlanner
 
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
+SEARCH_READERS = 2  # connections for searches (one per core here): see SqlitePaperStore
+
 PAPER_COLUMNS = (
     "arxiv_id, version, title, abstract, authors_json, categories, primary_category, submitted, updated, "
     "announced, comment, doi, journal_ref, upvotes, ai_summary, ai_keywords, github_repo, hf_day"
@@ -200,11 +202,35 @@ class Database:
         row = await self.fetchone("PRAGMA integrity_check")
         return str(row[0])
 
+    async def reader(self) -> Database:
+        """Another connection to the same database for reads: aiosqlite runs one statement at a time per
+        connection, and in WAL mode a reader neither waits for nor blocks the writer. Its writes go through
+        this connection (and its lock)."""
+        return _Reader(await open_async(self.path, migrate=False), self.path, self)
+
+
+class _Reader(Database):
+    def __init__(self, conn: aiosqlite.Connection, path: Path, main: Database) -> None:
+        super().__init__(conn, path)
+        self._main = main
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._main.write() as conn:
+            yield conn
+
 
 class SqlitePaperStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, readers: int = 0) -> None:
         self.db = db
         self._planner = SearchPlanner(db)
+        # Searches run on `readers` connections of their own (opened on the first search), so that concurrent
+        # slash commands run side by side instead of queueing on the one connection every write also uses:
+        # p99 of 20 concurrent searches at 2.5M papers 396 ms on one connection, 225 ms on two (paperboy bench).
+        self._readers = readers
+        self._lanes: asyncio.Queue[tuple[Database, SearchPlanner]] | None = None
+        self._opened: list[Database] = []
+        self._lanes_lock = asyncio.Lock()
 
     async def upsert(
         self, papers: Sequence[Paper], *, source: str, seen_at: datetime, route: bool = True
@@ -304,23 +330,49 @@ class SqlitePaperStore:
                     total = int((await self.db.fetchone(f"SELECT count(*) FROM papers p{cond}", params))[0])
                 hits = tuple(SearchHit(paper_from_row(r), 0.0) for r in rows)
                 return SearchResult(hits, total=total, notes=query.notes)
-            planner = self._planner
-            compiled = await planner.compile(query)
-            if not isinstance(compiled, Compiled):  # a prefix that no stored word starts with
-                return SearchResult((), total=0 if count else None, notes=query.notes)
-            ranked = await planner.run(query, compiled, limit=limit, offset=offset, order=order, count=count)
-            found: dict[int, Paper] = {}
-            ids = [i for i, _ in ranked.ids]
-            if ids:
-                marks = ",".join("?" * len(ids))
-                for row in await self.db.fetchall(f"SELECT id, {PAPER_COLUMNS} FROM papers WHERE id IN ({marks})",
-                                                  ids):
-                    found[int(row[0])] = paper_from_row(row[1:])
+            async with self._lane() as (db, planner):
+                compiled = await planner.compile(query)
+                if not isinstance(compiled, Compiled):  # a prefix that no stored word starts with
+                    return SearchResult((), total=0 if count else None, notes=query.notes)
+                ranked = await planner.run(query, compiled, limit=limit, offset=offset, order=order, count=count)
+                found: dict[int, Paper] = {}
+                ids = [i for i, _ in ranked.ids]
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    for row in await db.fetchall(f"SELECT id, {PAPER_COLUMNS} FROM papers WHERE id IN ({marks})",
+                                                 ids):
+                        found[int(row[0])] = paper_from_row(row[1:])
         except sqlite3.OperationalError as exc:
             # Our compiler should never produce an invalid MATCH; if it does, the user still gets an answer.
             return SearchResult((), error=f"That query could not be run ({str(exc)[:80]}); try simpler words.")
         hits = tuple(SearchHit(found[i], score) for i, score in ranked.ids if i in found)
         return SearchResult(hits, total=ranked.total, notes=query.notes)
+
+    @asynccontextmanager
+    async def _lane(self) -> AsyncIterator[tuple[Database, SearchPlanner]]:
+        """A search connection and its planner, for one search at a time; the store's own without readers."""
+        if not self._readers:
+            yield self.db, self._planner
+            return
+        if self._lanes is None:
+            async with self._lanes_lock:
+                if self._lanes is None:
+                    lanes: asyncio.Queue[tuple[Database, SearchPlanner]] = asyncio.Queue()
+                    for _ in range(self._readers):
+                        reader = await self.db.reader()
+                        self._opened.append(reader)
+                        lanes.put_nowait((reader, SearchPlanner(reader)))
+                    self._lanes = lanes
+        lane = await self._lanes.get()
+        try:
+            yield lane
+        finally:
+            self._lanes.put_nowait(lane)
+
+    async def close_readers(self) -> None:
+        opened, self._opened, self._lanes = self._opened, [], None
+        for reader in opened:
+            await reader.close()
 
     async def count(self) -> int:
         return int((await self.db.fetchone("SELECT count(*) FROM papers"))[0])
@@ -667,17 +719,18 @@ class SqliteStatusStore:
 class Stores:
     """The SQLite store of record behind every port, on one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, readers: int = 0) -> None:
         self.db = db
-        self.papers = SqlitePaperStore(db)
+        self.papers = SqlitePaperStore(db, readers)
         self.channels = SqliteChannelStore(db)
         self.subscriptions = SqliteSubscriptionStore(db)
         self.ledger = SqliteDeliveryLedger(db)
         self.status = SqliteStatusStore(db)
 
     @classmethod
-    async def open(cls, path: Path | str) -> Stores:
-        return cls(await Database.open(path))
+    async def open(cls, path: Path | str, readers: int = SEARCH_READERS) -> Stores:
+        return cls(await Database.open(path), readers)
 
     async def close(self) -> None:
+        await self.papers.close_readers()
         await self.db.close()
