@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import sqlite3
@@ -220,6 +221,44 @@ class _Reader(Database):
             yield conn
 
 
+Lane = tuple[Database, SearchPlanner]
+
+
+class _Lanes:
+    """Search connections handed out first come, first served, and the most recently used first.
+
+    First come, first served: asyncio.Queue lets a search that just gave a connection back take it again
+    before the searches already waiting run (measured: median 5 ms, p99 760 ms for 20 users). Most recently
+    used first: one user at a time keeps getting the connection whose page cache and planner are warm."""
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        self._free = lanes  # a stack
+        self._waiting: collections.deque[asyncio.Future[Lane]] = collections.deque()
+
+    async def get(self) -> Lane:
+        if self._free:  # then nobody waits: put() hands a connection straight to a waiting search
+            return self._free.pop()
+        waiter: asyncio.Future[Lane] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.put(waiter.result())  # handed over just as the search was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # put() may have dropped it already
+                    self._waiting.remove(waiter)
+            raise
+
+    def put(self, lane: Lane) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(lane)
+                return
+        self._free.append(lane)
+
+
 class SqlitePaperStore:
     def __init__(self, db: Database, readers: int = 0) -> None:
         self.db = db
@@ -228,7 +267,7 @@ class SqlitePaperStore:
         # slash commands run side by side instead of queueing on the one connection every write also uses:
         # p99 of 20 concurrent searches at 2.5M papers 396 ms on one connection, 225 ms on two (paperboy bench).
         self._readers = readers
-        self._lanes: asyncio.Queue[tuple[Database, SearchPlanner]] | None = None
+        self._lanes: _Lanes | None = None
         self._opened: list[Database] = []
         self._lanes_lock = asyncio.Lock()
 
@@ -349,7 +388,7 @@ class SqlitePaperStore:
         return SearchResult(hits, total=ranked.total, notes=query.notes)
 
     @asynccontextmanager
-    async def _lane(self) -> AsyncIterator[tuple[Database, SearchPlanner]]:
+    async def _lane(self) -> AsyncIterator[Lane]:
         """A search connection and its planner, for one search at a time; the store's own without readers."""
         if not self._readers:
             yield self.db, self._planner
@@ -357,17 +396,18 @@ class SqlitePaperStore:
         if self._lanes is None:
             async with self._lanes_lock:
                 if self._lanes is None:
-                    lanes: asyncio.Queue[tuple[Database, SearchPlanner]] = asyncio.Queue()
+                    lanes = []
                     for _ in range(self._readers):
                         reader = await self.db.reader()
                         self._opened.append(reader)
-                        lanes.put_nowait((reader, SearchPlanner(reader)))
-                    self._lanes = lanes
-        lane = await self._lanes.get()
+                        lanes.append((reader, SearchPlanner(reader)))
+                    self._lanes = _Lanes(lanes)
+        pool = self._lanes
+        lane = await pool.get()
         try:
             yield lane
         finally:
-            self._lanes.put_nowait(lane)
+            pool.put(lane)
 
     async def close_readers(self) -> None:
         opened, self._opened, self._lanes = self._opened, [], None

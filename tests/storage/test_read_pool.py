@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from bot.query import parse
-from storage.sqlite import Stores
+from storage.sqlite import Stores, _Lanes
 from tests.core.fakes import T0, make_paper
 
 
@@ -41,3 +42,60 @@ async def test_a_search_does_not_see_or_wait_for_a_write_in_progress(tmp_path: P
         assert (await stores.papers.search(parse("graph"))).hits == ()
     finally:
         await stores.close()
+
+
+async def test_connections_go_first_come_first_served_and_the_warmest_first() -> None:
+    lanes = _Lanes([("a", None), ("b", None)])  # type: ignore[list-item]  # any two values stand for lanes
+    order: list[tuple[int, str]] = []
+
+    async def search(user: int) -> None:
+        lane = await lanes.get()
+        order.append((user, lane[0]))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        lanes.put(lane)
+
+    first = await lanes.get()
+    assert first[0] == "b"  # the one given back last
+    lanes.put(first)
+    assert (await lanes.get())[0] == "b"  # one user at a time keeps the same (warm) one
+    lanes.put(first)
+
+    async def greedy() -> list[int]:
+        # Gives its connection back and asks again at once: it must queue behind the others already waiting.
+        got = []
+        for _ in range(3):
+            lane = await lanes.get()
+            got.append(len(order))
+            order.append((0, lane[0]))  # type: ignore[arg-type]
+            await asyncio.sleep(0)
+            lanes.put(lane)
+        return got
+
+    held = [await lanes.get(), await lanes.get()]
+    tasks = [asyncio.create_task(greedy()), *(asyncio.create_task(search(u)) for u in range(1, 5))]
+    await asyncio.sleep(0)
+    for lane in held:
+        lanes.put(lane)
+    await asyncio.gather(*tasks)
+    users = [u for u, _ in order]
+    assert users[:5] == [0, 1, 2, 3, 4]  # first come, first served
+    assert sorted(users) == [0, 0, 0, 1, 2, 3, 4]
+
+
+async def test_a_search_cancelled_while_waiting_loses_no_connection() -> None:
+    lanes = _Lanes([("a", None)])  # type: ignore[list-item]  # a stand-in lane
+    held = await lanes.get()
+    for handed_first in (False, True):
+        waiting = asyncio.create_task(lanes.get())
+        await asyncio.sleep(0)  # it waits now
+        if handed_first:
+            lanes.put(held)  # given to the waiting search, which is cancelled before it runs: it passes it on
+            waiting.cancel()
+        else:
+            waiting.cancel()
+            await asyncio.sleep(0)
+            lanes.put(held)
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        held = await asyncio.wait_for(lanes.get(), timeout=1)
+        assert held == ("a", None)
