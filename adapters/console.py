@@ -65,7 +65,33 @@ class ConsolePlatform:
         self.transcript = transcript
 
     async def start(self) -> None:
-        return None
+        self._drop_torn_tail()
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last line a kill interrupted: a write is whole unless a fatal signal lands while it crosses a
+        page of the file, and that message was never acknowledged to the ledger, so it is sent again. Left in
+        place, the next line would be appended to it and neither could be read back."""
+        if self.transcript is None or not self.transcript.exists():
+            return
+        with self.transcript.open("rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            keep = 0
+            step = 65536
+            end = size
+            while end > 0 and not keep:
+                start = max(0, end - step)
+                fh.seek(start)
+                chunk = fh.read(end - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                end = start
+            fh.truncate(keep)
 
     async def stop(self) -> None:
         return None

@@ -128,8 +128,11 @@ class ConsoleReceiver(Receiver):
         if not self.transcript.exists():
             return []
         out = []
-        for line in self.transcript.read_text(encoding="utf-8").splitlines():
-            data = json.loads(line)  # a torn line would be a finding: let it raise
+        # Only whole lines: the bot may be writing the last one while this reads (the crash test's own check
+        # is that a finished run leaves no partial line).
+        whole, _, _ = self.transcript.read_text(encoding="utf-8").rpartition("\n")
+        for line in whole.splitlines():
+            data = json.loads(line)  # a torn whole line would be a finding: let it raise
             out.append(Received(data["key"], data["kind"], data["target"], data["message_id"],
                                 tuple(data["paper_ids"])))
         return out
