@@ -10,10 +10,10 @@ The ranking (defined here, tested against the reference matcher):
    stored). A query with fewer matches has all of them as candidates, so its ranking is over everything.
    Except for a query with a phrase (and no prefix) that matches some of the RECENT_PAPERS (500k, about 18
    months of arXiv) newest papers: its candidates are the CANDIDATES newest of those only, and older matches
-   follow all of them, newest first (score 0). A phrase of a common and a rarer word ("for X") is slow in FTS5 (each of
-   X's rows seeks into the common word's position lists) and often has a few hundred matches spread over
-   all of arXiv: finding the 200 newest meant reading X's whole list (30 ms at 2.5M papers). Recent papers
-   are what a reader of new papers wants first; the count stays the count of all matches.
+   follow all of them, newest first (score 0). A phrase of a common and a rarer word ("for X") is slow in
+   FTS5 (each of X's rows seeks into the common word's position lists) and often has a few hundred matches
+   spread over all of arXiv: finding the 200 newest meant reading X's whole list (30 ms at 2.5M papers).
+   Recent papers are what a reader of new papers wants first; the count stays the count of all matches.
 2. Each candidate scores, for every positive word or phrase of the query (`Query.terms()`, categories
    aside), TITLE_WEIGHT if its title contains it and AUTHOR_WEIGHT if its author list does (a leaf limited to
    another column adds nothing): the reference `term_matches` with the column set, so the score is exactly
