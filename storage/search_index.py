@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -216,9 +216,8 @@ def rebuild_vocab_sync(conn: sqlite3.Connection) -> int:
     conn.execute(CREATE_VOCAB)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("DELETE FROM search_vocab")
-        conn.execute(f"INSERT INTO search_vocab(term) SELECT term FROM {VOCAB_TABLE}")
-        conn.execute("DELETE FROM search_vocab_dirty")
+        for sql in REFILL_VOCAB:
+            conn.execute(sql)
         n = int(conn.execute("SELECT count(*) FROM search_vocab").fetchone()[0])
         conn.execute("COMMIT")
     except BaseException:
@@ -250,14 +249,33 @@ def refresh_vocab_sync(conn: sqlite3.Connection, tokenizer: Tokenizer | None = N
 def _fold(conn: Any, ids: Sequence[int], tok: Tokenizer) -> None:
     texts: list[str] = []
     owners: list[int] = []
+    for sql, chunk in _fold_reads(ids):
+        _add_texts(conn.execute(sql, chunk), texts, owners)
+    conn.executemany(UPSERT_TERM, _lasts(owners, tok.tokenize_many(texts)))
+    conn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
+
+
+# Refilling the vocabulary from FTS5's own term list, all papers at once (`last` stays unknown until needed).
+REFILL_VOCAB = ("DELETE FROM search_vocab", f"INSERT INTO search_vocab(term) SELECT term FROM {VOCAB_TABLE}",
+                "DELETE FROM search_vocab_dirty")
+UNMARK_DIRTY = "DELETE FROM search_vocab_dirty WHERE id=?"
+
+
+def _fold_reads(ids: Sequence[int]) -> list[tuple[str, Sequence[int]]]:
+    """The statements that read the papers to fold: 500 ids each, under SQLite's bound-parameter limit."""
+    out = []
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"SELECT id, title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk):
-            texts.extend(str(x or "") for x in row[1:])
-            owners.extend([int(row[0])] * 4)
-    conn.executemany(UPSERT_TERM, _lasts(owners, tok.tokenize_many(texts)))
-    conn.executemany("DELETE FROM search_vocab_dirty WHERE id=?", [(i,) for i in ids])
+        out.append((f"SELECT id, title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk))
+    return out
+
+
+def _add_texts(rows: Iterable[Any], texts: list[str], owners: list[int]) -> None:
+    """Each row's four indexed texts onto `texts`, and its id as their owner (see _lasts)."""
+    for row in rows:
+        texts.extend(str(x or "") for x in row[1:])
+        owners.extend([int(row[0])] * 4)
 
 
 # A new term's `last` is the paper's id; a known term's grows to it, and an unknown one (NULL) stays unknown.
@@ -321,23 +339,17 @@ class SearchPlanner:
                 "SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))).fetchall()]
             if len(ids) > DIRTY_REBUILD:
                 await wconn.execute(CREATE_VOCAB)  # a temp table: on this connection too if it is not ours
-                await wconn.execute("DELETE FROM search_vocab")
-                await wconn.execute(f"INSERT INTO search_vocab(term) SELECT term FROM {VOCAB_TABLE}")
-                await wconn.execute("DELETE FROM search_vocab_dirty")
+                for sql in REFILL_VOCAB:
+                    await wconn.execute(sql)
                 return top
+            # The same fold as _fold, on the writer's aiosqlite connection, tokenising off the event loop.
             texts: list[str] = []
             owners: list[int] = []
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = await (await wconn.execute(
-                    f"SELECT id, title, abstract, authors, cats FROM papers WHERE id IN ({marks})", chunk)).fetchall()
-                for row in rows:
-                    texts.extend(str(x or "") for x in row[1:])
-                    owners.extend([int(row[0])] * 4)
+            for sql, chunk in _fold_reads(ids):
+                _add_texts(await (await wconn.execute(sql, chunk)).fetchall(), texts, owners)
             streams = await asyncio.to_thread(self.tok.tokenize_many, texts)
             await wconn.executemany(UPSERT_TERM, _lasts(owners, streams))
-            await wconn.executemany("DELETE FROM search_vocab_dirty WHERE id=?", [(i,) for i in ids])
+            await wconn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
         return top
 
     async def compile(self, query: Query) -> Compiled | _Nothing:
@@ -355,7 +367,7 @@ class SearchPlanner:
         terms = [t for e in expansions.values() if e for t, _ in e]
         if any(t not in self._verified for t in terms):
             # Checking what each new term re-tokenises to runs the tokenizer: off the event loop.
-            await asyncio.to_thread(Compiler(lambda p: None, self.tok, self._verified).verify, terms)
+            await asyncio.to_thread(plain.verify, terms)
         full = _compiled(Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified).compile(query.root))
         if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
             return full
