@@ -34,6 +34,8 @@ from bot.text import Tokenizer, authors_text, category_token, category_token_lis
 # ASCII: letters to lower case, digits kept, everything else to a blank (what unicode61 separates on).
 _ASCII_FOLD = {c: (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
 _STEM_CACHE_MAX = 500_000
+_MARK = "\x01"  # between texts in joined_many: folded like a word, so a text holding it goes text by text
+_ASCII_MARKED = {**_ASCII_FOLD, ord(_MARK): " " + _MARK + " "}
 _NOT_NEEDED_MAX = 2_000_000
 
 
@@ -48,14 +50,16 @@ class FastTokenizer:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tok = tokenizer
-        self.stems: dict[str, str] = {}  # ASCII word -> its one token
+        # ASCII word -> its one token; and the mark between texts (joined_many) to itself, a "word" no text has
+        self.stems: dict[str, str] = {_MARK: _MARK}
         self.odd: dict[str, tuple[str, ...]] = {}  # words FTS5 did not turn into exactly one token
 
     def tokenize_many(self, texts: Sequence[str]) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in texts]
         slow: list[int] = []
         pending: list[tuple[int, list[str]]] = []
-        lookup = self.stems.__getitem__
+        stems, odd = self.stems, self.odd  # these dicts even if another thread starts new ones (see _learn)
+        lookup = stems.__getitem__
         for i, text in enumerate(texts):
             if not text.isascii():
                 slow.append(i)
@@ -68,8 +72,9 @@ class FastTokenizer:
             except KeyError:
                 pending.append((i, words))
         if pending:
-            self._learn({w for _, ws in pending for w in ws})
-            stems, odd = self.stems, self.odd
+            one, many = self._learn({w for _, ws in pending for w in ws})
+            stems.update(one)
+            odd.update(many)
             for i, words in pending:
                 acc: list[str] = []
                 for w in words:
@@ -84,50 +89,51 @@ class FastTokenizer:
                 out[i] = fts_stream
         return out
 
-    def sketch_many(self, texts: Sequence[str], letters: Collection[str]) -> list[tuple[list[str], bool]]:
-        """Token streams exact for every token starting with one of `letters`, and whether each is whole.
+    def joined_many(self, texts: Sequence[str], letters: Collection[str], sep: str) -> list[str]:
+        """For each text, `sep + sep.join(stream) + sep` of a token stream exact for every token that starts
+        with one of `letters`; any other token may be left empty, in its place.
 
-        Scoring a few candidates against a query's words only needs the tokens that could equal them, and
+        Scoring a search's candidates against its words only needs the tokens that could equal them, and
         stemming a new word (through FTS5) is what costs. An ASCII word is one token, and Porter only rewrites
-        suffixes, never a word's first character (tests/scale/test_matcher.py checks both on FTS5 itself);
-        so a word not yet stemmed whose first character is not in `letters` is left as an empty token in its
-        place: it cannot equal or start like any query token, and every other token keeps its position.
+        suffixes, never a word's first character (tests/scale/test_matcher.py checks both on FTS5 itself); so a
+        word not yet stemmed whose first character is not in `letters` can stay empty: it cannot equal or
+        start like any query token, and every other token keeps its position. All the texts go through a few
+        C-level passes together (fold, split, look up, join) with a mark between them: per text, those passes
+        cost more than the work (400 titles and author lists: 2-3 ms, measured).
         """
-        out: list[tuple[list[str], bool]] = [([], True) for _ in texts]
-        slow: list[int] = []
-        pending: list[tuple[int, list[str]]] = []
-        get, blank = self.stems.get, repeat("")
-        for i, text in enumerate(texts):
-            if not text.isascii():
-                slow.append(i)
-                continue
-            words = text.translate(_ASCII_FOLD).split()
-            acc = list(map(get, words, blank))
-            out[i] = (acc, True)
-            if "" in acc:  # no token is empty: a word not stemmed yet
-                pending.append((i, words))
-        if pending:
-            self._learn({w for _, ws in pending for w in ws if w[0] in letters})
-            odd = self.odd
-            for i, words in pending:
-                if odd and not odd.keys().isdisjoint(words):
-                    out[i] = (self.tokenize_many([" ".join(words)])[0], True)
-                    continue
-                acc = list(map(get, words, blank))
-                out[i] = (acc, "" not in acc)
+        out = [""] * len(texts)
+        slow = [i for i, t in enumerate(texts) if not t.isascii() or _MARK in t]
+        if len(slow) == len(texts):
+            return [_joined(s, sep) for s in self.tok.tokenize_many(list(texts))]
+        skip = set(slow)
+        words = _MARK.join("" if i in skip else t for i, t in enumerate(texts)).translate(_ASCII_MARKED).split()
+        stems = self.stems  # this dict even if another thread starts a new one (see _learn)
+        got = list(map(stems.get, words, repeat("")))
+        if "" in got:  # a word not stemmed yet
+            one, many = self._learn({w for w in words if w[0] in letters})
+            if many or not self.odd.keys().isdisjoint(words):  # a word FTS5 does not make one token of
+                return [_joined(s, sep) for s in self.tokenize_many(texts)]
+            stems.update(one)
+            got = list(map(stems.get, words, repeat("")))
+        parts = (sep + sep.join(got) + sep).split(_MARK)
+        for i, part in enumerate(parts):
+            out[i] = part
         if slow:
-            for i, fts_stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
-                out[i] = (fts_stream, True)
+            for i, stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
+                out[i] = _joined(stream, sep)
         return out
 
-    def _learn(self, words: set[str]) -> None:
+    def _learn(self, words: set[str]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+        """Stem the words not known yet into the cache; returns them, those that are one token and the others.
+
+        A full cache is replaced by a new one rather than cleared, so a caller in another thread keeps whole the
+        dicts it took before; it adds what this returns to them."""
         missing = words.difference(self.stems).difference(self.odd)
         if not missing:
-            return
+            return {}, {}
         if len(self.stems) + len(missing) > _STEM_CACHE_MAX:
-            self.stems.clear()
-            self.odd.clear()
-            missing = words
+            self.stems = {_MARK: _MARK}
+            self.odd = {}
         ordered = sorted(missing)
         # All the words as one text: FTS5 then tokenises them in one row, 4-5x faster than a row each (measured).
         # Each is an ASCII word, one token (tested), so the stream lines up with them; if it ever does not,
@@ -135,12 +141,21 @@ class FastTokenizer:
         joined = self.tok.tokenize_many([" ".join(ordered)])[0]
         lined_up = len(joined) == len(ordered)
         streams = [[t] for t in joined] if lined_up else self.tok.tokenize_many(ordered)
+        one: dict[str, str] = {}
+        many: dict[str, tuple[str, ...]] = {}
         for word, stream in zip(ordered, streams, strict=True):
             # Interned: every paper's copy of a word is then one string object, hashed once and compared by identity.
             if len(stream) == 1:
-                self.stems[word] = sys.intern(stream[0])
+                one[word] = sys.intern(stream[0])
             else:
-                self.odd[word] = tuple(map(sys.intern, stream))
+                many[word] = tuple(map(sys.intern, stream))
+        self.stems.update(one)
+        self.odd.update(many)
+        return one, many
+
+
+def _joined(stream: Sequence[str], sep: str) -> str:
+    return sep + sep.join(stream) + sep
 
 
 _fast: weakref.WeakKeyDictionary[Tokenizer, FastTokenizer] = weakref.WeakKeyDictionary()

@@ -24,8 +24,9 @@ How it is computed (none of it changes what matches or the order):
 
 - For a query with a phrase or a prefix, scores come from the candidates' own title and author text (fetched
   with them), tokenised as FTS5 does, not from more FTS5 queries: those re-ran the whole MATCH, the dear part
-  of a phrase or a prefix, twice more. Only the new words that could equal a query token are stemmed
-  (FastTokenizer.sketch_many). Words alone keep the FTS5 queries, which are cheaper for them (measured).
+  of a phrase or a prefix, twice more. Only the new words that could equal a query token are stemmed, and
+  all the candidates' texts are tokenised together (FastTokenizer.joined_many). Words alone keep the FTS5
+  queries, which are cheaper for them (measured).
 - A word or phrase that the category column cannot hold is asked for without the column filter (`leaf_fts`).
 - Prefix terms are expanded to the exact index terms they cover through `search_vocab` (migration 002): an OR
   of a few terms streams in rowid order, where a native FTS5 prefix query first merges every doclist of every
@@ -34,12 +35,12 @@ How it is computed (none of it changes what matches or the order):
 - An OR of hundreds of terms costs FTS5 a set-up per term, though few occur among the newest papers.
   `search_vocab.last` (migration 003) bounds each term's newest paper, so the newest ids are asked for first
   with only their terms (`Compiled.tiers`), and the rest only if that finds too few.
+- A search runs whole on a search connection's worker thread, in one read transaction (one snapshot).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +50,6 @@ from typing import Any
 from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
-from storage.db import DatabaseError
 
 CANDIDATES = 200
 COUNT_CAP = 2_000
@@ -57,7 +57,6 @@ TITLE_WEIGHT = 10.0
 AUTHOR_WEIGHT = 3.0
 _WEIGHTS = (("title", TITLE_WEIGHT), ("authors", AUTHOR_WEIGHT))
 RECENT_PAPERS = 500_000  # a phrase query ranks the matches among this many newest papers (module docstring)
-STREAM_CACHE = 50_000  # texts kept tokenised (the newest papers are candidates again and again)
 TIER_TERMS = 64  # an expansion of more terms than this is asked for newest papers first (Compiled.tiers)
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
@@ -293,7 +292,7 @@ def _lasts(owners: Sequence[int], streams: Sequence[Sequence[str]]) -> list[tupl
     return list(last.items())
 
 
-# ---------------------------------------------------------------- the plan, on the async store connection
+# ---------------------------------------------------------------- the plan, on a search connection of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,68 +310,73 @@ class Ranked:
     total: int | None
 
 
-class SearchPlanner:
-    """The fast search plan over one aiosqlite connection (the store's)."""
+@dataclass(frozen=True, slots=True)
+class FoldFirst:
+    """Papers are not folded into search_vocab yet: a write, for the store's writer (`write_first`)."""
 
-    def __init__(self, db: Any, tokenizer: Tokenizer | None = None) -> None:
-        self.db = db  # storage.sqlite.Database
+
+@dataclass(frozen=True, slots=True)
+class LastsFirst:
+    """Terms of a large expansion whose `last` is unknown (a bulk rebuild leaves them so): a write too."""
+
+    todo: tuple[tuple[str, str], ...]  # (term, a word FTS5 reads as exactly that term)
+
+
+WriteFirst = FoldFirst | LastsFirst
+
+
+class SearchPlanner:
+    """The fast search plan, synchronous, over one sqlite3 connection that only it uses (a search connection).
+
+    A whole search runs in one call on a worker thread (storage.sqlite): on aiosqlite, each of its statements
+    was a round trip between the event loop and the connection's thread, 1-1.5 ms of a 3 ms search (measured).
+    The vocabulary is written by the store's one writer, so where a search needs a write first, `plan` returns
+    what to write (FoldFirst, LastsFirst) and is asked again once it is done."""
+
+    def __init__(self, conn: sqlite3.Connection, tokenizer: Tokenizer | None = None) -> None:
+        self.conn = conn
         self.tok = tokenizer or default_tokenizer()
-        self._vocab_ready = False
         self._verified: dict[str, tuple[str | None, str | None]] = {}
         self._floors: dict[tuple[str, int, int], int] = {}
-        self._streams: dict[str, str] = {}  # title or author text -> joined_stream of its tokens
 
-    async def _ensure_vocab(self) -> int:
-        """Fold papers marked dirty into search_vocab. Returns the newest paper id read before folding: every
-        paper up to it has its terms (and their `last`) in search_vocab once this returns."""
-        conn = self.db.conn
-        if not self._vocab_ready:
-            await conn.execute(CREATE_VOCAB)
-            self._vocab_ready = True
-        row = await self.db.fetchone(
-            "SELECT (SELECT max(id) FROM papers), EXISTS (SELECT 1 FROM search_vocab_dirty)")
-        top = int(row[0] or 0)
-        if not row[1]:
-            return top
-        async with self.db.write() as wconn:
-            ids = [r[0] for r in await (await wconn.execute(
-                "SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))).fetchall()]
-            if len(ids) > DIRTY_REBUILD:
-                await wconn.execute(CREATE_VOCAB)  # a temp table: on this connection too if it is not ours
-                for sql in REFILL_VOCAB:
-                    await wconn.execute(sql)
-                return top
-            # The same fold as _fold, on the writer's aiosqlite connection, tokenising off the event loop.
-            texts: list[str] = []
-            owners: list[int] = []
-            for sql, chunk in _fold_reads(ids):
-                _add_texts(await (await wconn.execute(sql, chunk)).fetchall(), texts, owners)
-            streams = await asyncio.to_thread(self.tok.tokenize_many, texts)
-            await wconn.executemany(UPSERT_TERM, _lasts(owners, streams))
-            await wconn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
-        return top
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
 
-    async def compile(self, query: Query) -> Compiled | _Nothing:
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
+
+    def plan(self, query: Query, *, limit: int, offset: int, order: str, count: bool,
+             stale_ok: bool = False) -> Ranked | WriteFirst:
+        """The ranked page, or the write it needs first. `stale_ok`: run without that write (after it failed:
+        another process holds the write lock), on FTS5's own prefix query, slower but exact."""
+        compiled = self.compile(query, stale_ok=stale_ok)
+        if isinstance(compiled, FoldFirst | LastsFirst):
+            return compiled
+        if isinstance(compiled, _Nothing):  # a prefix that no stored word starts with
+            return Ranked([], 0 if count else None)
+        return self.run(query, compiled, limit=limit, offset=offset, order=order, count=count)
+
+    def compile(self, query: Query, *, stale_ok: bool = False) -> Compiled | _Nothing | WriteFirst:
         assert query.root is not None
         plain = Compiler(lambda p: None, self.tok, self._verified)
         if not has_prefix(query.root):
             return _compiled(plain.compile(query.root))
-        try:
-            top = await self._ensure_vocab()
-        except DatabaseError:
-            # Another process holds the write lock (a backfill, say) and the vocabulary is behind: FTS5's own
-            # prefix query is slower but never misses a word.
-            return _compiled(plain.compile(query.root))
-        expansions = await self._expansions(query)
+        row = self._one("SELECT (SELECT max(id) FROM papers), EXISTS (SELECT 1 FROM search_vocab_dirty)")
+        top = int(row[0] or 0)
+        if row[1]:
+            # FTS5's own prefix query is slower but never misses a word the vocabulary does not have yet.
+            return _compiled(plain.compile(query.root)) if stale_ok else FoldFirst()
+        expansions = self._expansions(query)
         terms = [t for e in expansions.values() if e for t, _ in e]
-        if any(t not in self._verified for t in terms):
-            # Checking what each new term re-tokenises to runs the tokenizer: off the event loop.
-            await asyncio.to_thread(plain.verify, terms)
+        plain.verify(terms)
         full = _compiled(Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified).compile(query.root))
         if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
             return full
-        with contextlib.suppress(DatabaseError):  # unknown lasts read as "any paper": tiers only less selective
-            await self._fill_lasts(expansions)
+        todo = tuple(sorted({(t, str(self._verified[t][0])) for e in expansions.values() if e and len(e) > TIER_TERMS
+                             for t, last in e if last is None and self._verified[t][0] is not None}))
+        if todo and not stale_ok:
+            return LastsFirst(todo)
+        # (unknown lasts read as "any paper": the tiers are only less selective)
         tiers: list[tuple[int, str | None]] = []
         everything = sum(len(e) for e in expansions.values() if e)
         for window in TIER_WINDOWS:
@@ -387,18 +391,18 @@ class SearchPlanner:
             tiers.append((low, match if isinstance(match, str) else None))
         return Compiled(full.match, top, tuple(tiers))
 
-    async def since_floor(self, query: Query) -> int:
+    def since_floor(self, query: Query) -> int:
         """The smallest id of a paper dated on or after `since` (0 = no bound): lets FTS5 skip older rowids."""
         if query.since is None:
             return 0
         # Scanning the date index costs ~25 ms for a year of 2.5M papers; the answer only changes when the
-        # database does (another connection's commit bumps data_version, ours bump total_changes).
-        version = int((await self.db.fetchone("PRAGMA data_version"))[0])
-        key = (query.since.isoformat(), version, int(self.db.conn.total_changes))
+        # database does (another connection's commit bumps data_version; this one never writes).
+        version = int(self._one("PRAGMA data_version")[0])
+        key = (query.since.isoformat(), version, int(self.conn.total_changes))
         cached = self._floors.get(key)
         if cached is not None:
             return cached
-        row = await self.db.fetchone(
+        row = self._one(
             "SELECT min(id) FROM papers INDEXED BY papers_published WHERE published >= ?", (query.since.isoformat(),))
         floor = int(row[0]) if row and row[0] is not None else -1
         if len(self._floors) > 256:
@@ -406,9 +410,8 @@ class SearchPlanner:
         self._floors[key] = floor
         return floor
 
-    async def run(self, query: Query, compiled: Compiled, *, limit: int, offset: int, order: str,
-                  count: bool) -> Ranked:
-        floor = await self.since_floor(query)
+    def run(self, query: Query, compiled: Compiled, *, limit: int, offset: int, order: str, count: bool) -> Ranked:
+        floor = self.since_floor(query)
         if floor < 0:
             return Ranked([], 0 if count else None)
         want = offset + limit
@@ -445,28 +448,29 @@ class SearchPlanner:
             # The newest papers first, asked for with only the terms that occur among them; exact, since a term
             # left out has no paper at or above `low`. Each tier goes on below the last one.
             if tier_match is not None and max(low, floor) <= high:
-                rows += await self.db.fetchall(sql, [tier_match, max(low, floor), high, *params[3:], n - len(rows)])
+                rows += self._all(sql, [tier_match, max(low, floor), high, *params[3:], n - len(rows)])
             high = min(high, low - 1)
             if len(rows) >= n:
                 break
         else:
-            recent = None if compiled.tiers else await self._recent_low(query, order, floor)
+            recent = None if compiled.tiers else self._recent_low(query, order, floor)
             if recent is not None:
-                rows += await self.db.fetchall(sql, [match, recent, high, *params[3:], n])
+                rows += self._all(sql, [match, recent, high, *params[3:], n])
                 restricted = bool(rows)
                 high = recent - 1
             if restricted and len(rows) < want:
                 # Older matches follow the recent ones newest first: only as many as the page needs.
-                tail = await self.db.fetchall(sql, [match, floor, high, *params[3:], want - len(rows)])
+                tail = self._all(sql, [match, floor, high, *params[3:], want - len(rows)])
                 complete = len(rows) + len(tail) < want
             elif not restricted:
-                rows += await self.db.fetchall(sql, [match, floor, high, *params[3:], n - len(rows)])
+                rows += self._all(sql, [match, floor, high, *params[3:], n - len(rows)])
         if order == "rank":
             if by_text:
-                texts = self._sketches([str(text or "") for r in rows for text in (r[1], r[2])], _letters(query))
-                scores = {int(r[0]): _score(leaves, texts[str(r[1] or "")], texts[str(r[2] or "")]) for r in rows}
+                joined = fast_tokenizer(self.tok).joined_many(
+                    [str(text or "") for r in rows for text in (r[1], r[2])], _letters(query), SEP)
+                scores = {int(r[0]): _score(leaves, joined[2 * i], joined[2 * i + 1]) for i, r in enumerate(rows)}
             else:
-                scores = await self._scores_by_fts(query, match, [int(r[0]) for r in rows])
+                scores = self._scores_by_fts(query, match, [int(r[0]) for r in rows])
             scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0])) + [(int(r[0]), 0.0) for r in tail]
             rows += tail
         else:
@@ -486,20 +490,20 @@ class SearchPlanner:
                         f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid < ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
                 low = min(int(r[0]) for r in rows)
-                older = int((await self.db.fetchone(csql, [match, floor, low, *params[3:], cap + 1 - len(rows)]))[0])
+                older = int(self._one(csql, [match, floor, low, *params[3:], cap + 1 - len(rows)])[0])
                 total = len(rows) + older if len(rows) + older <= cap else None
         return Ranked(scored[offset:want], total)
 
-    async def _recent_low(self, query: Query, order: str, floor: int) -> int | None:
+    def _recent_low(self, query: Query, order: str, floor: int) -> int | None:
         """The lowest id of the recent papers a phrase query looks at first, or None for no such window."""
         if order != "rank" or not RECENT_PAPERS or has_prefix(query.root) or not any(
                 isinstance(leaf, Term) and len(leaf.tokens) > 1 for leaf in query.terms()):
             return None  # a prefix query has its own (exact) tiers
-        top = int((await self.db.fetchone("SELECT coalesce(max(id), 0) FROM papers"))[0])
+        top = int(self._one("SELECT coalesce(max(id), 0) FROM papers")[0])
         low = top - RECENT_PAPERS + 1
         return low if low > floor else None
 
-    async def _scores_by_fts(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
+    def _scores_by_fts(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
         """The same scores from FTS5: per (leaf, column), the candidates that also match the leaf limited to the
         column, over the candidates' id range (FTS5 skips through the doclists)."""
         scores = dict.fromkeys(ids, 0.0)
@@ -511,7 +515,7 @@ class SearchPlanner:
             for column, weight in _WEIGHTS:
                 if leaf.column not in (None, column):
                     continue
-                rows = await self.db.fetchall(
+                rows = self._all(
                     "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ? AND rowid <= ?",
                     (f"({match}) AND ({to_fts(replace(leaf, column=column))})", min(ids), max(ids)))
                 for r in rows:
@@ -519,61 +523,47 @@ class SearchPlanner:
                         scores[int(r[0])] += weight
         return scores
 
-    def _sketches(self, texts: list[str], letters: set[str]) -> dict[str, str]:
-        """Each text's joined token stream, exact for every token starting with one of `letters`.
-
-        A title or author list seen before comes from the cache; a new one is tokenised with only its new
-        words that could matter stemmed (FastTokenizer.sketch_many: stemming a new word is the dear part, and
-        most candidates are new to a query with a rare phrase). Only whole streams are kept."""
-        out: dict[str, str] = {}
-        new: list[str] = []
-        for text in dict.fromkeys(texts):
-            joined = self._streams.get(text)
-            if joined is None:
-                new.append(text)
-            else:
-                out[text] = joined
-        if new:
-            if len(self._streams) + len(new) > STREAM_CACHE:
-                self._streams.clear()
-            for text, (stream, whole) in zip(new, fast_tokenizer(self.tok).sketch_many(new, letters), strict=True):
-                out[text] = joined = joined_stream(stream)
-                if whole:
-                    self._streams[text] = joined
-        return out
-
-    async def _expansions(self, query: Query) -> dict[str, list[tuple[str, int | None]] | None]:
+    def _expansions(self, query: Query) -> dict[str, list[tuple[str, int | None]] | None]:
         """Each prefix's stored terms with their `last`, or None where FTS5's own prefix query is kept."""
         expansions: dict[str, list[tuple[str, int | None]] | None] = {}
         for prefix in _prefixes(query.root) if query.root is not None else []:
-            rows = await self.db.fetchall(
+            rows = self._all(
                 "SELECT term, last FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
         return expansions
 
-    async def _fill_lasts(self, expansions: dict[str, list[tuple[str, int | None]] | None]) -> None:
-        """Work out the unknown `last` of the terms of large expansions (once per term: a bulk rebuild of the
-        vocabulary leaves them unknown), and put them in `expansions` too. Read and written in one write
-        transaction, so no paper can be stored and folded in between and be left above a term's `last`."""
-        surface = {t: self._verified.get(t, (None, None))[0] for e in expansions.values() if e for t, _ in e}
-        todo = [(p, i, t) for p, e in expansions.items() if e and len(e) > TIER_TERMS
-                for i, (t, last) in enumerate(e) if last is None and surface[t] is not None]
-        if not todo:
-            return
-        words = json.dumps([_quote(str(surface[t])) for _, _, t in todo])
-        async with self.db.write() as wconn:
+
+async def write_first(db: Any, need: WriteFirst, tokenizer: Tokenizer | None = None) -> None:
+    """Do the write a search asked for, on the store's writer (storage.sqlite.Database) and under its lock."""
+    tok = tokenizer or default_tokenizer()
+    async with db.write() as wconn:
+        if isinstance(need, LastsFirst):
+            # Read and written in one write transaction, so no paper can be stored and folded in between and be
+            # left above a term's `last`.
+            words = json.dumps([_quote(surface) for _, surface in need.todo])
             rows = await (await wconn.execute(
                 "SELECT (SELECT rowid FROM papers_fts WHERE papers_fts MATCH j.value ORDER BY rowid DESC LIMIT 1) "
                 "FROM json_each(?) j ORDER BY j.key", (words,))).fetchall()
-            found = [int(r[0] or 0) for r in rows]
             await wconn.executemany("UPDATE search_vocab SET last = ? WHERE term = ? AND last IS NULL",
-                                    [(last, t) for (_, _, t), last in zip(todo, found, strict=True)])
-        for (p, i, t), last in zip(todo, found, strict=True):
-            expansion = expansions[p]
-            assert expansion is not None
-            expansion[i] = (t, last)
+                                    [(int(r[0] or 0), t) for (t, _), r in zip(need.todo, rows, strict=True)])
+            return
+        ids = [r[0] for r in await (await wconn.execute(
+            "SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))).fetchall()]
+        if len(ids) > DIRTY_REBUILD:
+            await wconn.execute(CREATE_VOCAB)  # a temp table: on the writer's connection
+            for sql in REFILL_VOCAB:
+                await wconn.execute(sql)
+            return
+        # The same fold as _fold, on the writer's aiosqlite connection, tokenising off the event loop.
+        texts: list[str] = []
+        owners: list[int] = []
+        for sql, chunk in _fold_reads(ids):
+            _add_texts(await (await wconn.execute(sql, chunk)).fetchall(), texts, owners)
+        streams = await asyncio.to_thread(tok.tokenize_many, texts)
+        await wconn.executemany(UPSERT_TERM, _lasts(owners, streams))
+        await wconn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
 
 
 SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -31,12 +32,15 @@ from bot.models import (
 from bot.ports import UpsertResult
 from bot.query import Query
 from bot.text import authors_text, category_tokens
-from storage.db import DatabaseError, friendly_error, open_async
-from storage.search_index import Compiled, SearchPlanner
+from storage.db import DatabaseError, friendly_error, open_async, open_sync
+from storage.search_index import FoldFirst, LastsFirst, SearchPlanner, WriteFirst, write_first
 
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
 SEARCH_READERS = 2  # connections for searches (one per core here): see SqlitePaperStore
+_WRITE_TRIES = 3  # writes a search may ask for (a fold, lasts, a fold again) before it runs without them
+
+T = TypeVar("T")
 
 PAPER_COLUMNS = (
     "arxiv_id, version, title, abstract, authors_json, categories, primary_category, submitted, updated, "
@@ -203,25 +207,24 @@ class Database:
         row = await self.fetchone("PRAGMA integrity_check")
         return str(row[0])
 
-    async def reader(self) -> Database:
-        """Another connection to the same database for reads: aiosqlite runs one statement at a time per
-        connection, and in WAL mode a reader neither waits for nor blocks the writer. Its writes go through
-        this connection (and its lock)."""
-        return _Reader(await open_async(self.path, migrate=False), self.path, self)
 
+class Lane:
+    """A search connection (plain sqlite3, used by one search at a time) and its planner."""
 
-class _Reader(Database):
-    def __init__(self, conn: aiosqlite.Connection, path: Path, main: Database) -> None:
-        super().__init__(conn, path)
-        self._main = main
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.planner = SearchPlanner(conn)
+        self.busy: asyncio.Future[Any] | None = None  # the call on a worker thread, while it runs
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._main.write() as conn:
-            yield conn
-
-
-Lane = tuple[Database, SearchPlanner]
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on a worker thread. Cancelled, the statement running is interrupted; the connection is
+        only handed to another search once the thread is done with it (SqlitePaperStore._lane)."""
+        self.busy = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+        try:
+            return await asyncio.shield(self.busy)
+        except asyncio.CancelledError:
+            self.conn.interrupt()
+            raise
 
 
 class _Lanes:
@@ -259,16 +262,21 @@ class _Lanes:
         self._free.append(lane)
 
 
+def _failed(exc: sqlite3.OperationalError) -> SearchResult:
+    # Our compiler should never produce an invalid MATCH; if it does, the user still gets an answer.
+    return SearchResult((), error=f"That query could not be run ({str(exc)[:80]}); try simpler words.")
+
+
 class SqlitePaperStore:
-    def __init__(self, db: Database, readers: int = 0) -> None:
+    def __init__(self, db: Database, readers: int = SEARCH_READERS) -> None:
         self.db = db
-        self._planner = SearchPlanner(db)
-        # Searches run on `readers` connections of their own (opened on the first search), so that concurrent
-        # slash commands run side by side instead of queueing on the one connection every write also uses:
-        # p99 of 20 concurrent searches at 2.5M papers 373 ms on one connection, 158 ms on two (paperboy bench).
-        self._readers = readers
+        # Searches run on `readers` connections of their own (opened on the first search; at least one), so
+        # that concurrent slash commands run side by side instead of queueing on one connection, and never
+        # behind the one every write uses: p99 of 20 concurrent searches at 2.5M papers 373 ms on one
+        # connection, 158 ms on two (paperboy bench).
+        self._readers = max(1, readers)
         self._lanes: _Lanes | None = None
-        self._opened: list[Database] = []
+        self._opened: list[Lane] = []
         self._lanes_lock = asyncio.Lock()
 
     async def upsert(
@@ -369,50 +377,85 @@ class SqlitePaperStore:
                     total = int((await self.db.fetchone(f"SELECT count(*) FROM papers p{cond}", params))[0])
                 hits = tuple(SearchHit(paper_from_row(r), 0.0) for r in rows)
                 return SearchResult(hits, total=total, notes=query.notes)
-            async with self._lane() as (db, planner):
-                compiled = await planner.compile(query)
-                if not isinstance(compiled, Compiled):  # a prefix that no stored word starts with
-                    return SearchResult((), total=0 if count else None, notes=query.notes)
-                ranked = await planner.run(query, compiled, limit=limit, offset=offset, order=order, count=count)
+        except sqlite3.OperationalError as exc:
+            return _failed(exc)
+        async with self._lane() as lane:
+            stale = False
+            for attempt in range(_WRITE_TRIES + 1):
+                outcome = await lane.call(self._search_on, lane, query, limit, offset, order, count,
+                                          stale or attempt == _WRITE_TRIES)
+                if isinstance(outcome, SearchResult):
+                    return outcome
+                try:
+                    await write_first(self.db, outcome, lane.planner.tok)
+                except DatabaseError:
+                    stale = True  # another process holds the write lock (a backfill, say): search without it
+        raise AssertionError("a search that may not ask for a write asked for one")
+
+    @staticmethod
+    def _search_on(lane: Lane, query: Query, limit: int, offset: int, order: str, count: bool,
+                   stale_ok: bool) -> SearchResult | WriteFirst:
+        """The whole search on the lane's connection, on its worker thread, in one read transaction."""
+        conn = lane.conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                ranked = lane.planner.plan(query, limit=limit, offset=offset, order=order, count=count,
+                                           stale_ok=stale_ok)
+                if isinstance(ranked, FoldFirst | LastsFirst):
+                    return ranked
                 found: dict[int, Paper] = {}
                 ids = [i for i, _ in ranked.ids]
                 if ids:
                     marks = ",".join("?" * len(ids))
-                    for row in await db.fetchall(f"SELECT id, {PAPER_COLUMNS} FROM papers WHERE id IN ({marks})",
-                                                 ids):
+                    for row in conn.execute(f"SELECT id, {PAPER_COLUMNS} FROM papers WHERE id IN ({marks})", ids):
                         found[int(row[0])] = paper_from_row(row[1:])
+            finally:
+                if conn.in_transaction:  # a read transaction: nothing to keep
+                    conn.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
-            # Our compiler should never produce an invalid MATCH; if it does, the user still gets an answer.
-            return SearchResult((), error=f"That query could not be run ({str(exc)[:80]}); try simpler words.")
+            return _failed(exc)
         hits = tuple(SearchHit(found[i], score) for i, score in ranked.ids if i in found)
         return SearchResult(hits, total=ranked.total, notes=query.notes)
 
     @asynccontextmanager
     async def _lane(self) -> AsyncIterator[Lane]:
-        """A search connection and its planner, for one search at a time; the store's own without readers."""
-        if not self._readers:
-            yield self.db, self._planner
-            return
+        """A search connection and its planner, for one search at a time."""
         if self._lanes is None:
             async with self._lanes_lock:
                 if self._lanes is None:
-                    lanes = []
                     for _ in range(self._readers):
-                        reader = await self.db.reader()
-                        self._opened.append(reader)
-                        lanes.append((reader, SearchPlanner(reader)))
-                    self._lanes = _Lanes(lanes)
+                        conn = await asyncio.to_thread(open_sync, self.db.path, migrate=False)
+                        self._opened.append(Lane(conn))
+                    self._lanes = _Lanes(list(self._opened))
         pool = self._lanes
         lane = await pool.get()
         try:
             yield lane
         finally:
-            pool.put(lane)
+            busy, lane.busy = lane.busy, None
+            if busy is not None and not busy.done():
+                # Cancelled while its thread still runs (interrupted): the connection goes back when it stops.
+                def back(done: asyncio.Future[Any]) -> None:
+                    if not done.cancelled():
+                        done.exception()  # retrieved: the interruption is the expected end
+                    pool.put(lane)
+
+                busy.add_done_callback(back)
+            else:
+                pool.put(lane)
 
     async def close_readers(self) -> None:
-        opened, self._opened, self._lanes = self._opened, [], None
-        for reader in opened:
-            await reader.close()
+        opened, pool, self._opened, self._lanes = self._opened, self._lanes, [], None
+        for lane in opened:
+            lane.conn.interrupt()  # a search still running stops now
+        if pool is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    for _ in opened:
+                        await pool.get()  # each back from its thread
+        for lane in opened:
+            lane.conn.close()
 
     async def count(self) -> int:
         return int((await self.db.fetchone("SELECT count(*) FROM papers"))[0])

@@ -64,7 +64,7 @@ def test_fast_tokenizer_gives_fts5_token_streams(texts: list[str]) -> None:
                      max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_an_ascii_word_is_one_fts5_token_with_its_first_character(words: list[str]) -> None:
-    # FastTokenizer.sketch_many relies on both facts of unicode61 + Porter.
+    # FastTokenizer.joined_many relies on both facts of unicode61 + Porter.
     tok = default_tokenizer()
     for word, stream, upper in zip(words, tok.tokenize_many(words), tok.tokenize_many([w.upper() for w in words]),
                                    strict=True):
@@ -78,21 +78,28 @@ def test_first_characters_survive_porter_on_its_hardest_suffixes() -> None:
         assert len(stream) == 1 and stream[0][:1] == word[:1], (word, stream)
 
 
-@given(texts=st.lists(st.one_of(st.lists(_CHARS, max_size=40).map("".join),
-                                st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join)), max_size=6),
-       letters=st.sets(st.sampled_from("abcdexyz019"), max_size=4), warm=st.booleans())
-@settings(max_examples=200, deadline=None)
-def test_a_sketch_keeps_every_token_that_starts_with_a_wanted_letter(texts: list[str], letters: set[str],
-                                                                     warm: bool) -> None:
+_MARKED = st.sampled_from([*list("abcdeXYZ019 .,;:-()\"'*/_+=\n\t"), "ü", "é", "ß", "İ", "ﬁ", "日本", "’", "\x00", "\x01"])
+
+
+@given(texts=st.lists(st.one_of(st.lists(_MARKED, max_size=40).map("".join),
+                                st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join)), max_size=8),
+       letters=st.sets(st.sampled_from("abcdexyz019"), max_size=4), warm=st.integers(min_value=0, max_value=8))
+@settings(max_examples=300, deadline=None)
+def test_joined_streams_keep_every_token_that_starts_with_a_wanted_letter(texts: list[str], letters: set[str],
+                                                                         warm: int) -> None:
+    # The texts are tokenised together with a mark between them: a text holding the mark, or the separator,
+    # or nothing, must still get its own stream, every token in its place.
     tok = default_tokenizer()
     fast = FastTokenizer(tok)
-    if warm:
-        fast.tokenize_many(texts[:1])
+    fast.tokenize_many(texts[:warm])  # some words known already, some not
     full = tok.tokenize_many(texts)
-    for (sketch, whole), stream in zip(fast.sketch_many(texts, letters), full, strict=True):
-        assert len(sketch) == len(stream)  # every token keeps its position
-        assert all(a == b or (a == "" and b[:1] not in letters) for a, b in zip(sketch, stream, strict=True))
-        assert (sketch == stream) if whole else ("" in sketch)
+    joined = fast.joined_many(texts, letters, "|")
+    assert len(joined) == len(texts)
+    for text, stream in zip(joined, full, strict=True):
+        assert text.startswith("|") and text.endswith("|")
+        sketch = text[1:-1].split("|") if len(text) > 1 else []
+        assert len(sketch) == len(stream) or (not stream and sketch == [""]), (text, stream)
+        assert all(a == b or (a == "" and b[:1] not in letters) for a, b in zip(sketch, stream, strict=False))
 
 
 def test_a_reused_matcher_gives_the_same_answers() -> None:

@@ -24,7 +24,7 @@ async def test_concurrent_searches_share_the_read_connections_and_see_every_comm
         assert [r.total for r in results[:4]] == [2, 1, 2, 1]
         assert all(r.error is None for r in results)
         assert len(stores.papers._opened) == 2
-        assert len({id(db.conn) for db in stores.papers._opened} | {id(stores.db.conn)}) == 3
+        assert len({id(lane.conn) for lane in stores.papers._opened}) == 2
     finally:
         await stores.close()
     assert stores.papers._opened == []
