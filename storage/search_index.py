@@ -139,12 +139,12 @@ class Compiler:
             self.verified.clear()
         fast = fast_tokenizer(self.tok)  # its stem cache, and it stems new ASCII words in one batch
         again: dict[str, str | None] = {}
-        for t, stream in zip(unknown, fast.tokenize_many(unknown), strict=True):
+        for t, stream in zip(unknown, fast.tokenize_words(unknown), strict=True):
             again[t] = stream[0] if len(stream) == 1 else None
         odd = [t for t in unknown if again[t] != t]
         words = [t + suffix for t in odd for suffix in _SURFACE_SUFFIXES]
         surface: dict[str, str] = {}
-        for word, stream in zip(words, fast.tokenize_many(words), strict=True):
+        for word, stream in zip(words, fast.tokenize_words(words), strict=True):
             if len(stream) == 1:
                 surface.setdefault(stream[0], word)
         for t in unknown:
