@@ -32,6 +32,8 @@ from bot.matching import Matcher, Standing, docs_of, match_papers
 from bot.models import Paper
 from bot.query import Query, QueryError, matches, parse, to_fts
 from bot.text import Tokenizer
+from storage.db import open_sync
+from storage.search_index import refresh_vocab_sync
 from storage.synth import HEAD_WORDS, Corpus, Vocabulary, subscription_texts
 
 VERSION = "v1"
@@ -163,6 +165,13 @@ def build_corpus(cache: Path, n: int, naive_rows: int = 2000) -> tuple[Path, Fig
     db = cache / f"corpus-{n}-{VERSION}.db"
     done = cache / f"corpus-{n}-{VERSION}.built.json"
     if db.exists() and done.exists():
+        # A corpus built by an older paperboy: migrated to this schema and its derived vocabulary completed,
+        # as this version's backfill leaves it.
+        conn = open_sync(db)
+        try:
+            refresh_vocab_sync(conn)
+        finally:
+            conn.close()
         fig = Figure(**json.loads(done.read_text()))
         return db, replace(fig, note=fig.note + " (measured when this cached corpus was built)")
     snap = snapshot_path(cache, n)

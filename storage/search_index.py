@@ -137,18 +137,7 @@ class Compiler:
             return
         if len(self.verified) > 500_000:
             self.verified.clear()
-        fast = fast_tokenizer(self.tok)  # its stem cache, and it stems new ASCII words in one batch
-        again: dict[str, str | None] = {}
-        for t, stream in zip(unknown, fast.tokenize_words(unknown), strict=True):
-            again[t] = stream[0] if len(stream) == 1 else None
-        odd = [t for t in unknown if again[t] != t]
-        words = [t + suffix for t in odd for suffix in _SURFACE_SUFFIXES]
-        surface: dict[str, str] = {}
-        for word, stream in zip(words, fast.tokenize_words(words), strict=True):
-            if len(stream) == 1:
-                surface.setdefault(stream[0], word)
-        for t in unknown:
-            self.verified[t] = (t if again[t] == t else surface.get(t), again[t])
+        self.verified.update(verify_terms(unknown, self.tok))
 
     def _term(self, term: Term) -> str | _Nothing:
         if not (term.prefix and len(term.tokens) == 1):
@@ -177,6 +166,34 @@ class Compiler:
             return "(" + " OR ".join(parts) + ")"  # no term that the category column could hold: see leaf_fts
         cols = term.column or "title abstract authors"
         return "{" + cols + "} : (" + " OR ".join(parts) + ")"
+
+
+def verify_terms(terms: Sequence[str], tok: Tokenizer) -> dict[str, tuple[str | None, str | None]]:
+    """For each term: a query word FTS5 reads as exactly that term (or None), and what FTS5 makes of the term
+    itself (or None if not one token). Asked of the tokenizer, never assumed."""
+    fast = fast_tokenizer(tok)  # its stem cache, and it stems new ASCII words in one batch
+    again: dict[str, str | None] = {}
+    for t, stream in zip(terms, fast.tokenize_words(terms), strict=True):
+        again[t] = stream[0] if len(stream) == 1 else None
+    odd = [t for t in terms if again[t] != t]
+    words = [t + suffix for t in odd for suffix in _SURFACE_SUFFIXES]
+    surface: dict[str, str] = {}
+    for word, stream in zip(words, fast.tokenize_words(words), strict=True):
+        if len(stream) == 1:
+            surface.setdefault(stream[0], word)
+    return {t: (t if again[t] == t else surface.get(t), again[t]) for t in terms}
+
+
+def encode_reads(term: str, verified: tuple[str | None, str | None]) -> str:
+    """search_vocab.reads (migration 004): '' for a term that reads as itself, else the pair as JSON."""
+    return "" if verified == (term, term) else json.dumps(list(verified))
+
+
+def decode_reads(term: str, reads: str) -> tuple[str | None, str | None]:
+    if not reads:
+        return term, term
+    word, again = json.loads(reads)
+    return (None if word is None else str(word)), (None if again is None else str(again))
 
 
 def leaf_fts(term: Term) -> str:
@@ -210,13 +227,14 @@ def has_prefix(node: Node | None) -> bool:
 # ---------------------------------------------------------------- the prefix vocabulary (derived data)
 
 
-def rebuild_vocab_sync(conn: sqlite3.Connection) -> int:
+def rebuild_vocab_sync(conn: sqlite3.Connection, tokenizer: Tokenizer | None = None) -> int:
     """Refill search_vocab from the FTS5 index itself, in one transaction with clearing the dirty list."""
     conn.execute(CREATE_VOCAB)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql in REFILL_VOCAB:
             conn.execute(sql)
+        _read_unread(conn, tokenizer or default_tokenizer())
         n = int(conn.execute("SELECT count(*) FROM search_vocab").fetchone()[0])
         conn.execute("COMMIT")
     except BaseException:
@@ -226,17 +244,20 @@ def rebuild_vocab_sync(conn: sqlite3.Connection) -> int:
 
 
 def refresh_vocab_sync(conn: sqlite3.Connection, tokenizer: Tokenizer | None = None) -> int:
-    """Fold papers marked dirty into search_vocab. Returns how many papers were folded in."""
-    if conn.execute("SELECT 1 FROM search_vocab_dirty LIMIT 1").fetchone() is None:
-        return 0
+    """Fold papers marked dirty into search_vocab, and work out how every term reads back that is not worked out
+    yet (after a refill by a search, or a database from before migration 004). Returns how many papers were
+    folded in."""
+    tok = tokenizer or default_tokenizer()
     conn.execute("BEGIN IMMEDIATE")
     try:
         ids = [r[0] for r in conn.execute("SELECT id FROM search_vocab_dirty LIMIT ?", (DIRTY_REBUILD + 1,))]
         if len(ids) > DIRTY_REBUILD:
             conn.execute("ROLLBACK")
-            rebuild_vocab_sync(conn)
+            rebuild_vocab_sync(conn, tok)
             return len(ids)
-        _fold(conn, ids, tokenizer or default_tokenizer())
+        if ids:
+            _fold(conn, ids, tok)
+        _read_unread(conn, tok)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -250,8 +271,36 @@ def _fold(conn: Any, ids: Sequence[int], tok: Tokenizer) -> None:
     owners: list[int] = []
     for sql, chunk in _fold_reads(ids):
         _add_texts(conn.execute(sql, chunk), texts, owners)
-    conn.executemany(UPSERT_TERM, _lasts(owners, tok.tokenize_many(texts)))
+    lasts = _lasts(owners, tok.tokenize_many(texts))
+    conn.executemany(UPSERT_TERM, lasts)
     conn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
+    unread = [r[0] for sql, chunk in _unread_reads([t for t, _ in lasts]) for r in conn.execute(sql, chunk)]
+    conn.executemany(SET_READS, reads_rows(unread, tok))
+
+
+def _read_unread(conn: sqlite3.Connection, tok: Tokenizer) -> None:
+    """search_vocab.reads for every term still without (all of them after a refill), 50,000 at a time."""
+    unread = [r[0] for r in conn.execute("SELECT term FROM search_vocab WHERE reads IS NULL")]
+    for i in range(0, len(unread), 50_000):
+        conn.executemany(SET_READS, reads_rows(unread[i : i + 50_000], tok))
+
+
+SET_READS = "UPDATE search_vocab SET reads = ? WHERE term = ?"
+
+
+def reads_rows(terms: Sequence[str], tok: Tokenizer) -> list[tuple[str, str]]:
+    """(reads, term) for SET_READS: how each term reads back (migration 004)."""
+    return [(encode_reads(t, v), t) for t, v in verify_terms(terms, tok).items()]
+
+
+def _unread_reads(terms: Sequence[str]) -> list[tuple[str, Sequence[str]]]:
+    """The statements that find which of `terms` have no `reads` yet: 500 terms each."""
+    out = []
+    for i in range(0, len(terms), 500):
+        chunk = terms[i : i + 500]
+        out.append((f"SELECT term FROM search_vocab WHERE reads IS NULL AND term IN ({','.join('?' * len(chunk))})",
+                    chunk))
+    return out
 
 
 # Refilling the vocabulary from FTS5's own term list, all papers at once (`last` stays unknown until needed).
@@ -528,9 +577,15 @@ class SearchPlanner:
         expansions: dict[str, list[tuple[str, int | None]] | None] = {}
         for prefix in _prefixes(query.root) if query.root is not None else []:
             rows = self._all(
-                "SELECT term, last FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                "SELECT term, last, reads FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
+            known = self._verified
+            if len(known) > 500_000:
+                known.clear()
+            for term, _, reads in rows:
+                if reads is not None and term not in known:
+                    known[term] = decode_reads(term, reads)
             expansions[prefix] = None if len(terms) > MAX_EXPANSION else terms
         return expansions
 
@@ -562,8 +617,12 @@ async def write_first(db: Any, need: WriteFirst, tokenizer: Tokenizer | None = N
         for sql, chunk in _fold_reads(ids):
             _add_texts(await (await wconn.execute(sql, chunk)).fetchall(), texts, owners)
         streams = await asyncio.to_thread(tok.tokenize_many, texts)
-        await wconn.executemany(UPSERT_TERM, _lasts(owners, streams))
+        lasts = _lasts(owners, streams)
+        await wconn.executemany(UPSERT_TERM, lasts)
         await wconn.executemany(UNMARK_DIRTY, [(i,) for i in ids])
+        unread = [r[0] for sql, chunk in _unread_reads([t for t, _ in lasts])
+                  for r in await (await wconn.execute(sql, chunk)).fetchall()]
+        await wconn.executemany(SET_READS, await asyncio.to_thread(reads_rows, unread, tok))
 
 
 SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it

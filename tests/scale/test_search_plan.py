@@ -65,7 +65,7 @@ async def _load(stores: Stores, corpus: list[Paper]) -> dict[str, int]:
 
 async def _forget_lasts(stores: Stores) -> None:
     async with stores.db.write() as conn:
-        await conn.execute("UPDATE search_vocab SET last = NULL")
+        await conn.execute("UPDATE search_vocab SET last = NULL, reads = NULL")
 
 
 def stores_time():  # type: ignore[no-untyped-def]
@@ -189,6 +189,28 @@ def test_non_idempotent_stems_are_asked_for_by_a_word_that_stems_to_them(
         compiled = planner.compile(parse(text, today=TODAY))
         assert isinstance(compiled, search_index.Compiled) and "*" not in compiled.match, (text, compiled)
     planner.conn.close()
+
+
+def test_the_vocabulary_keeps_how_each_term_reads_back(sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    # Worked out when a term is folded in (the search's fold on the writer, and the backfill's refresh), so a
+    # search expanding a prefix to hundreds of terms does not tokenise them again.
+    loop, stores = sync_stores
+    corpus = [Paper("2611.00001", "They agreed", ""), Paper("2611.00002", "Agriculture bacts", "")]
+    loop.run_until_complete(_load(stores, corpus))
+    loop.run_until_complete(stores.papers.search(parse("zz*", today=TODAY)))  # the fold, on the writer
+    conn = open_sync(stores.db.path, migrate=False)
+    try:
+        for _ in range(2):
+            rows = dict(conn.execute("SELECT term, reads FROM search_vocab").fetchall())
+            assert {"agre", "agricultur", "bact"} <= rows.keys() and None not in rows.values(), rows
+            assert {t: search_index.decode_reads(t, r) for t, r in rows.items()} == search_index.verify_terms(
+                list(rows), default_tokenizer())
+            assert search_index.decode_reads("agre", rows["agre"]) == ("agree", "agr")  # Porter re-stems "agre"
+            assert rows["bact"] == ""  # reads as itself
+            conn.execute("UPDATE search_vocab SET reads = NULL")  # as a refill or migration 004 leaves them
+            search_index.refresh_vocab_sync(conn)  # the backfill's refresh works them out again
+    finally:
+        conn.close()
 
 
 _TOKENS = ["a", "ab", "abc", "b", "ba", "c"]  # tokens that are prefixes of one another
