@@ -45,7 +45,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
@@ -96,8 +96,10 @@ class Compiler:
     """
 
     def __init__(self, expand: Callable[[str], list[str] | None], tokenizer: Tokenizer | None = None,
-                 verified: dict[str, tuple[str | None, str | None]] | None = None) -> None:
+                 verified: dict[str, tuple[str | None, str | None]] | None = None,
+                 quoted: dict[str, str] | None = None) -> None:
         self.expand = expand
+        self.quoted: dict[str, str] = quoted if quoted is not None else {}  # term -> its word, quoted
         self.tok = tokenizer or default_tokenizer()
         # term -> (a query word FTS5 reads as exactly that term or None, what FTS5 makes of the term itself or
         # None if not one token)
@@ -149,23 +151,33 @@ class Compiler:
             return NOTHING
         self.verify(terms)
         prefix = term.tokens[0]
-        parts = []
-        for t in terms:
-            word, again = self.verified[t]
-            if word is not None:
-                parts.append(_quote(word))
-            elif again is not None and t.startswith(again) and again.startswith(prefix):
-                # No word found that FTS5 reads as exactly this stem. "agre"* covers the terms starting with
-                # agre, or, if FTS5 stems it first, with agr; both include agre and start with the user's
-                # prefix, so the union is unchanged (but FTS5 merges those doclists over the whole table).
-                parts.append(_quote(t) + "*")
-            else:
-                return leaf_fts(term)
-        exact = not any(p.endswith("*") for p in parts)
-        if term.column is None and exact and not any(t.endswith(CATEGORY_END) for t in terms):
-            return "(" + " OR ".join(parts) + ")"  # no term that the category column could hold: see leaf_fts
+        # A prefix of 600 terms is compiled up to three times per search (all of them, then recency tiers):
+        # each term's quoted word comes from a cache, in one C-level pass.
+        quoted = self.quoted
+        if len(quoted) > 500_000:
+            quoted.clear()
+        parts: list[str | None] = list(map(quoted.get, terms))
+        exact = True
+        if None in parts:
+            for i, t in enumerate(terms):
+                if parts[i] is not None:
+                    continue
+                word, again = self.verified[t]
+                if word is not None:
+                    parts[i] = quoted[t] = _quote(word)
+                elif again is not None and t.startswith(again) and again.startswith(prefix):
+                    # No word found that FTS5 reads as exactly this stem. "agre"* covers the terms starting with
+                    # agre, or, if FTS5 stems it first, with agr; both include agre and start with the user's
+                    # prefix, so the union is unchanged (but FTS5 merges those doclists over the whole table).
+                    parts[i] = _quote(t) + "*"
+                    exact = False
+                else:
+                    return leaf_fts(term)
+        body = " OR ".join(cast(list[str], parts))  # no None left
+        if term.column is None and exact and CATEGORY_END + SEP not in SEP.join(terms) + SEP:
+            return "(" + body + ")"  # no term that the category column could hold: see leaf_fts
         cols = term.column or "title abstract authors"
-        return "{" + cols + "} : (" + " OR ".join(parts) + ")"
+        return "{" + cols + "} : (" + body + ")"
 
 
 def verify_terms(terms: Sequence[str], tok: Tokenizer) -> dict[str, tuple[str | None, str | None]]:
@@ -386,6 +398,7 @@ class SearchPlanner:
         self.conn = conn
         self.tok = tokenizer or default_tokenizer()
         self._verified: dict[str, tuple[str | None, str | None]] = {}
+        self._quoted: dict[str, str] = {}
         self._floors: dict[tuple[str, int, int], int] = {}
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -418,7 +431,8 @@ class SearchPlanner:
         expansions = self._expansions(query)
         terms = [t for e in expansions.values() if e for t, _ in e]
         plain.verify(terms)
-        full = _compiled(Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified).compile(query.root))
+        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
+        full = _compiled(expand.compile(query.root))
         if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
             return full
         todo = tuple(sorted({(t, str(self._verified[t][0])) for e in expansions.values() if e and len(e) > TIER_TERMS
@@ -436,7 +450,7 @@ class SearchPlanner:
                       for p, e in expansions.items()}
             if 2 * sum(len(e) for e in within.values() if e) > everything:
                 break  # FTS5's set-up is per term: a tier of most of the terms costs about as much as all of them
-            match = Compiler(within.get, self.tok, self._verified).compile(query.root)
+            match = Compiler(within.get, self.tok, self._verified, self._quoted).compile(query.root)
             tiers.append((low, match if isinstance(match, str) else None))
         return Compiled(full.match, top, tuple(tiers))
 
