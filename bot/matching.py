@@ -90,17 +90,18 @@ class FastTokenizer:
                 out[i] = fts_stream
         return out
 
-    def joined_many(self, texts: Sequence[str], letters: Collection[str], sep: str) -> list[str]:
-        """For each text, `sep + sep.join(stream) + sep` of a token stream exact for every token that starts
-        with one of `letters`; any other token may be left empty, in its place.
+    def joined_many(self, texts: Sequence[str], tokens: Collection[str], sep: str) -> list[str]:
+        """For each text, `sep + sep.join(stream) + sep` of a token stream exact for every token that equals or
+        starts with one of `tokens`; any other token may be left empty, in its place.
 
         Scoring a search's candidates against its words only needs the tokens that could equal them, and
         stemming a new word (through FTS5) is what costs. An ASCII word is one token, and Porter only rewrites
-        suffixes, never a word's first character (tests/scale/test_matcher.py checks both on FTS5 itself); so a
-        word not yet stemmed whose first character is not in `letters` can stay empty: it cannot equal or
-        start like any query token, and every other token keeps its position. All the texts go through a few
-        C-level passes together (fold, split, look up, join) with a mark between them: per text, those passes
-        cost more than the work (400 titles and author lists: 2-3 ms, measured).
+        a suffix, so that a stem and its word differ in the stem's last character at most (y -> i, a Porter
+        'e'; tests/scale/test_matcher.py checks these facts on FTS5 itself): a word can only stem to a token
+        that starts with `t` if it starts with `t` less its last character. Other words not stemmed yet stay
+        empty, and every other token keeps its position. All the texts go through a few C-level passes
+        together (fold, split, look up, join) with a mark between them: per text, those passes cost more than
+        the work (400 titles and author lists: 2-3 ms, measured).
         """
         if not texts:
             return []
@@ -116,7 +117,8 @@ class FastTokenizer:
         got = list(map(stems.get, words, repeat("")))
         if "" in got:  # a word not stemmed yet: only those with a wanted first letter are stemmed now
             missing = set(words).difference(stems)
-            wanted = {w for w in missing if w[0] in letters}
+            starts = tuple({t[: max(1, len(t) - 1)] for t in tokens})
+            wanted = {w for w in missing if w.startswith(starts)} if starts else set()
             one, many = self._learn(wanted)
             if many or not self.odd.keys().isdisjoint(missing):  # a word FTS5 does not make one token of
                 return [_joined(s, sep) for s in self.tokenize_many(texts)]

@@ -530,7 +530,7 @@ class SearchPlanner:
         if order == "rank":
             if by_text:
                 joined = fast_tokenizer(self.tok).joined_many(
-                    [str(text or "") for r in rows for text in (r[1], r[2])], _letters(query), SEP)
+                    [str(text or "") for r in rows for text in (r[1], r[2])], _scored_tokens(query), SEP)
                 scores = {int(r[0]): _score(leaves, joined[2 * i], joined[2 * i + 1]) for i, r in enumerate(rows)}
             else:
                 scores = self._scores_by_fts(query, match, [int(r[0]) for r in rows])
@@ -664,9 +664,9 @@ def _score(leaves: list[tuple[str, str, float]], title: str, authors: str) -> fl
     return sum(weight for column, pattern, weight in leaves if pattern in (title if column == "title" else authors))
 
 
-def _letters(query: Query) -> set[str]:
-    """The first characters of every token of the query's scored words and phrases."""
-    return {t[:1] for leaf in query.terms() if isinstance(leaf, Term) for t in leaf.tokens}
+def _scored_tokens(query: Query) -> set[str]:
+    """Every token of the query's scored words and phrases."""
+    return {t for leaf in query.terms() if isinstance(leaf, Term) for t in leaf.tokens}
 
 
 def _scored_leaves(query: Query) -> list[tuple[str, str, float]]:
