@@ -123,15 +123,14 @@ _SUFFIXES = ["", "s", "es", "ies", "sses", "ed", "eed", "ing", "y", "ly", "ation
 @given(stem=st.text(alphabet="aeiouybcdlmnrstzwx", max_size=7), first=st.sampled_from(_SUFFIXES),
        then=st.sampled_from(["", "s", "ed", "ing", "ly", "ness", "al", "e", "y"]))
 @settings(max_examples=400, deadline=None)
-def test_a_porter_stem_differs_from_its_word_in_its_last_character_at_most(stem: str, first: str,
-                                                                           then: str) -> None:
+def test_a_porter_stem_is_a_prefix_of_its_word_but_for_a_last_e_i_or_l(stem: str, first: str, then: str) -> None:
     # FastTokenizer.joined_many relies on it (y -> i, "rating" -> "rate", "mobility" -> "mobl"): every suffix
     # Porter's steps test, chained, on stems that trip its conditions. Also checked on 229k words once.
     word = stem + first + then
     if not word:
         return
     [token] = default_tokenizer().tokenize_many([word])[0]
-    assert word.startswith(token[:-1]), (word, token)
+    assert word.startswith(token) or (token[-1] in "eil" and word.startswith(token[:-1])), (word, token)
 
 
 def test_a_reused_matcher_gives_the_same_answers() -> None:
