@@ -1,4 +1,5 @@
-"""The SQLite implementations of the store ports, sharing one aiosqlite connection and one write lock."""
+"""The SQLite implementations of the store ports: one aiosqlite connection and one write lock for everything
+but searches, which run on search connections of their own (SqlitePaperStore)."""
 
 from __future__ import annotations
 
