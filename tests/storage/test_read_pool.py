@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 from bot.query import parse
+from storage.search_index import SearchPlanner
 from storage.sqlite import Stores, _Lanes
 from tests.core.fakes import T0, make_paper
 
@@ -99,3 +103,42 @@ async def test_a_search_cancelled_while_waiting_loses_no_connection() -> None:
             await waiting
         held = await asyncio.wait_for(lanes.get(), timeout=1)
         assert held == ("a", None)
+
+
+async def test_a_search_cancelled_while_running_keeps_its_connection_until_its_thread_is_done(
+        tmp_path: Path) -> None:
+    # The search runs on a worker thread; cancelling the task cannot stop the thread at once. Its connection
+    # must not be handed to another search before the thread lets go of it (two threads on one connection).
+    stores = await Stores.open(tmp_path / "pool.db", readers=1)
+    try:
+        await stores.papers.upsert([make_paper("2611.00001", title="Graph diffusion models")], source="rss", seen_at=T0)
+        assert (await stores.papers.search(parse("graph"))).hits
+        release = threading.Event()
+        entered = threading.Event()
+        in_thread: list[str] = []
+        original = SearchPlanner.plan
+
+        def slow_plan(self: SearchPlanner, *args: Any, **kwargs: Any) -> Any:
+            in_thread.append("in")
+            entered.set()
+            release.wait(5)  # a long statement, as far as the event loop can tell
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                in_thread.append("out")
+
+        with mock.patch.object(SearchPlanner, "plan", slow_plan):
+            first = asyncio.create_task(stores.papers.search(parse("graph")))
+            await asyncio.to_thread(entered.wait, 5)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            second = asyncio.create_task(stores.papers.search(parse("diffusion")))
+            await asyncio.sleep(0.2)
+            assert not second.done() and in_thread == ["in"]  # it waits for the one connection
+            release.set()
+            hits = (await asyncio.wait_for(second, timeout=5)).hits
+        assert in_thread[:2] == ["in", "out"]  # the cancelled search's thread finished before the next began
+        assert [h.paper.title for h in hits] == ["Graph diffusion models"]
+    finally:
+        await stores.close()
