@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.text import default_tokenizer
 from storage.backfill import backfill_snapshot, index_agrees, reindex_db
+from storage.search_index import decode_reads, verify_terms
 from storage.synth import Corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,6 +185,10 @@ def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, sn
     conn.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, papers_fts, 'row')")
     assert {r[0] for r in conn.execute("SELECT term FROM temp.v")} <= {
         r[0] for r in conn.execute("SELECT term FROM search_vocab")}
+    # How every term reads back as query text is worked out again too (migration 004), as the tokenizer says.
+    reads = dict(conn.execute("SELECT term, reads FROM search_vocab").fetchall())
+    assert None not in reads.values()
+    assert {t: decode_reads(t, r) for t, r in reads.items()} == verify_terms(list(reads), default_tokenizer())
     conn.close()
     assert _fts_ids(db, "title : zebra") == {1}
 
