@@ -399,6 +399,8 @@ class SqlitePaperStore:
         """The whole search on the lane's connection, on its worker thread, in one read transaction."""
         conn = lane.conn
         try:
+            if conn.in_transaction:  # a cancelled search interrupted in its ROLLBACK left its read transaction
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN")
             try:
                 ranked = lane.planner.plan(query, limit=limit, offset=offset, order=order, count=count,
