@@ -61,6 +61,9 @@ TIER_TERMS = 64  # an expansion of more terms than this is asked for newest pape
 TIER_WINDOWS = (300, 1_200, 5_000)  # the newest ids asked for first, then the next; then the rest, every term
 _NO_TOP = 2**63 - 1
 SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); None: text for phrases/prefixes
+# Terms whose reads and quoted form a search connection keeps (two dicts, about 10 MB apiece when full; a
+# real arXiv vocabulary has millions of terms, so they are cleared and refilled from search_vocab as needed).
+TERM_CACHE = 100_000
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
@@ -137,7 +140,7 @@ class Compiler:
         unknown = [t for t in terms if t not in self.verified]
         if not unknown:
             return
-        if len(self.verified) > 500_000:
+        if len(self.verified) > TERM_CACHE:
             self.verified.clear()
         self.verified.update(verify_terms(unknown, self.tok))
 
@@ -154,7 +157,7 @@ class Compiler:
         # A prefix of 600 terms is compiled up to three times per search (all of them, then recency tiers):
         # each term's quoted word comes from a cache, in one C-level pass.
         quoted = self.quoted
-        if len(quoted) > 500_000:
+        if len(quoted) > TERM_CACHE:
             quoted.clear()
         parts: list[str | None] = list(map(quoted.get, terms))
         exact = True
@@ -595,7 +598,7 @@ class SearchPlanner:
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
             known = self._verified
-            if len(known) > 500_000:
+            if len(known) > TERM_CACHE:
                 known.clear()
             for term, _, reads in rows:
                 if reads is not None and term not in known:
