@@ -100,9 +100,9 @@ class FastTokenizer:
         (y -> i in happi, rate for rating, mobl for mobility; tests/scale/test_matcher.py checks these facts on
         FTS5 itself). So a word can only stem to a token equal to or starting with `t` if it starts with `t`,
         or with `t` less a last e, i or l. Other words not stemmed yet stay empty, and every other token keeps
-        its position. All the texts go through a few C-level passes
-        together (fold, split, look up, join) with a mark between them: per text, those passes cost more than
-        the work (400 titles and author lists: 2-3 ms, measured).
+        its position. All the texts go through a few C-level passes together (fold, split, look up, join) with
+        a mark between them: per text, those passes cost more than the work (400 titles and author lists:
+        2-3 ms, measured).
         """
         if not texts:
             return []
@@ -116,20 +116,20 @@ class FastTokenizer:
         words = big.translate(_ASCII_MARKED).split()
         stems = self.stems  # this dict even if another thread starts a new one (see _learn)
         got = list(map(stems.get, words, repeat("")))
-        if "" in got:  # a word not stemmed yet: only those with a wanted first letter are stemmed now
+        if "" in got:  # a word not stemmed yet: only those that could stem to a query token are stemmed now
             missing = set(words).difference(stems)
             starts = tuple({t[:-1] if len(t) > 1 and t[-1] in "eil" else t for t in tokens})
             wanted = {w for w in missing if w.startswith(starts)} if starts else set()
             one, many = self._learn(wanted)
             if many or not self.odd.keys().isdisjoint(missing):  # a word FTS5 does not make one token of
-                return [_joined(s, sep) for s in self.tokenize_many(texts)]
+                return [joined_stream(s, sep) for s in self.tokenize_many(texts)]
             if one:
                 stems.update(one)
                 got = list(map(stems.get, words, repeat("")))
         out = (sep + sep.join(got) + sep).split(_MARK)
         if slow:
             for i, stream in zip(slow, self.tok.tokenize_many([texts[i] for i in slow]), strict=True):
-                out[i] = _joined(stream, sep)
+                out[i] = joined_stream(stream, sep)
         return out
 
     def tokenize_words(self, words: Sequence[str]) -> list[list[str]]:
@@ -178,7 +178,8 @@ class FastTokenizer:
         return one, many
 
 
-def _joined(stream: Sequence[str], sep: str) -> str:
+def joined_stream(stream: Sequence[str], sep: str) -> str:
+    """A token stream as one string in which a phrase is a substring (storage.search_index.leaf_pattern)."""
     return sep + sep.join(stream) + sep
 
 

@@ -645,13 +645,9 @@ async def write_first(db: Any, need: WriteFirst, tokenizer: Tokenizer | None = N
 SEP = "\x00"  # unicode61 separates tokens on it, so no token contains it
 
 
-def joined_stream(stream: Sequence[str]) -> str:
-    """A token stream as one string in which a phrase is a substring (see `leaf_pattern`)."""
-    return SEP + SEP.join(stream) + SEP
-
-
 def leaf_pattern(term: Term) -> str | None:
-    """The substring of `joined_stream(s)` that occurs exactly when `_phrase_in(term.tokens, s, term.prefix)`."""
+    """The substring of `joined_stream(s, SEP)` (bot.matching) that occurs exactly when
+    `_phrase_in(term.tokens, s, term.prefix)`."""
     if not term.tokens:
         return None
     return SEP + SEP.join(term.tokens) + ("" if term.prefix else SEP)

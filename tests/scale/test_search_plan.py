@@ -10,7 +10,7 @@ from unittest import mock
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bot.matching import docs_of
+from bot.matching import docs_of, joined_stream
 from bot.models import Paper
 from bot.query import Doc, Query, QueryError, Term, matches, parse, term_matches
 from bot.text import default_tokenizer
@@ -225,7 +225,7 @@ def test_the_substring_scorer_is_the_reference_term_matcher(stream: list[str], t
     doc = Doc(tuple(stream), (), tuple(stream), frozenset(), None)
     pattern = search_index.leaf_pattern(term)
     assert pattern is not None
-    assert (pattern in search_index.joined_stream(stream)) == term_matches(term, doc)
+    assert (pattern in joined_stream(stream, search_index.SEP)) == term_matches(term, doc)
 
 
 def test_no_token_contains_the_scoring_separator() -> None:
