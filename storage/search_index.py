@@ -102,7 +102,8 @@ class Compiler:
                  verified: dict[str, tuple[str | None, str | None]] | None = None,
                  quoted: dict[str, str] | None = None) -> None:
         self.expand = expand
-        self.quoted: dict[str, str] = quoted if quoted is not None else {}  # term -> its word, quoted
+        # term -> its word, quoted. Like `verified`, a cache its owner (SearchPlanner) keeps bounded.
+        self.quoted: dict[str, str] = quoted if quoted is not None else {}
         self.tok = tokenizer or default_tokenizer()
         # term -> (a query word FTS5 reads as exactly that term or None, what FTS5 makes of the term itself or
         # None if not one token)
@@ -140,8 +141,6 @@ class Compiler:
         unknown = [t for t in terms if t not in self.verified]
         if not unknown:
             return
-        if len(self.verified) > TERM_CACHE:
-            self.verified.clear()
         self.verified.update(verify_terms(unknown, self.tok))
 
     def _term(self, term: Term) -> str | _Nothing:
@@ -157,8 +156,6 @@ class Compiler:
         # A prefix of 600 terms is compiled up to three times per search (all of them, then recency tiers):
         # each term's quoted word comes from a cache, in one C-level pass.
         quoted = self.quoted
-        if len(quoted) > TERM_CACHE:
-            quoted.clear()
         parts: list[str | None] = list(map(quoted.get, terms))
         exact = True
         if None in parts:
@@ -426,6 +423,9 @@ class SearchPlanner:
         plain = Compiler(lambda p: None, self.tok, self._verified)
         if not has_prefix(query.root):
             return _compiled(plain.compile(query.root))
+        for cache in (self._verified, self._quoted):  # long-lived: bounded here, by their owner
+            if len(cache) > TERM_CACHE:
+                cache.clear()
         row = self._one("SELECT (SELECT max(id) FROM papers), EXISTS (SELECT 1 FROM search_vocab_dirty)")
         top = int(row[0] or 0)
         if row[1]:
@@ -598,8 +598,6 @@ class SearchPlanner:
                 (prefix, prefix + _TOP, MAX_EXPANSION + 1))
             terms = [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
             known = self._verified
-            if len(known) > TERM_CACHE:
-                known.clear()
             for term, _, reads in rows:
                 if reads is not None and term not in known:
                     known[term] = decode_reads(term, reads)
