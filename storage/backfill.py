@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.models import Paper
 from bot.settings import Settings
+from storage import search_pairs
 from storage.db import open_sync
 from storage.search_index import rebuild_vocab_sync, refresh_vocab_sync
 from storage.sqlite import INSERT_PAPER, PAPER_COLUMNS, UPDATE_PAPER, merge_paper, paper_from_row, paper_values
@@ -404,6 +405,7 @@ def backfill_snapshot(
         if optimize and stats.inserted:
             merge_segments(conn)
         refresh_vocab_sync(conn)  # every new row was marked: this refills the vocabulary from FTS5 in one pass
+        search_pairs.refresh_sync(conn)  # the same for the pair index: rebuilt over the newest papers
     finally:
         conn.close()
     stats.seconds = time.monotonic() - t0
@@ -459,6 +461,7 @@ async def backfill_oai(db_path: Path | str, settings: Settings, *, client: Any =
         finally:
             bar.close()
         refresh_vocab_sync(conn)
+        search_pairs.refresh_sync(conn)
     finally:
         if own:
             await http.aclose()
@@ -497,7 +500,8 @@ def run_backfill(settings: Settings, *, snapshot: str | None, oai: bool, limit: 
 
 
 def reindex_db(db_path: Path | str) -> dict[str, Any]:
-    """Rebuild the FTS5 index from the `papers` rows (the store of record) and verify it."""
+    """Rebuild the FTS5 index from the `papers` rows (the store of record) and verify it; then the derived
+    vocabulary and pair index from them."""
     t0 = time.monotonic()
     conn = open_sync(db_path)
     try:
@@ -510,6 +514,7 @@ def reindex_db(db_path: Path | str) -> dict[str, Any]:
             raise
         merge_segments(conn)
         rebuild_vocab_sync(conn)
+        search_pairs.refresh_sync(conn, rebuild=True)
         ok = index_agrees(conn)
         papers = int(conn.execute("SELECT count(*) FROM papers").fetchone()[0])
     finally:

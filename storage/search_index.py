@@ -50,6 +50,7 @@ from typing import Any, cast
 from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
+from storage.search_pairs import SELECT_STATE, fold_async, pair_token
 
 CANDIDATES = 200
 COUNT_CAP = 2_000
@@ -363,6 +364,8 @@ class Compiled:
     match: str
     top: int | None = None  # with tiers: the newest paper id when the vocabulary was folded, the highest id asked
     tiers: tuple[tuple[int, str | None], ...] = ()  # (lowest id, MATCH over the terms whose last >= it), newest first
+    pairs: str | None = None  # the same query as a MATCH of the pair index (storage.search_pairs), if it holds it
+    pairs_low: int = 0  # with `pairs`: the pair index answers for papers from this id up
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +386,12 @@ class LastsFirst:
     todo: tuple[tuple[str, str], ...]  # (term, a word FTS5 reads as exactly that term)
 
 
-WriteFirst = FoldFirst | LastsFirst
+@dataclass(frozen=True, slots=True)
+class PairsFirst:
+    """Papers are marked for the pair index (storage.search_pairs) that a phrase search would read: a write."""
+
+
+WriteFirst = FoldFirst | LastsFirst | PairsFirst
 
 
 class SearchPlanner:
@@ -412,7 +420,7 @@ class SearchPlanner:
         """The ranked page, or the write it needs first. `stale_ok`: run without that write (after it failed:
         another process holds the write lock), on FTS5's own prefix query, slower but exact."""
         compiled = self.compile(query, stale_ok=stale_ok)
-        if isinstance(compiled, FoldFirst | LastsFirst):
+        if isinstance(compiled, FoldFirst | LastsFirst | PairsFirst):
             return compiled
         if isinstance(compiled, _Nothing):  # a prefix that no stored word starts with
             return Ranked([], 0 if count else None)
@@ -422,7 +430,7 @@ class SearchPlanner:
         assert query.root is not None
         plain = Compiler(lambda p: None, self.tok, self._verified)
         if not has_prefix(query.root):
-            return _compiled(plain.compile(query.root))
+            return self._with_pairs(query.root, _compiled(plain.compile(query.root)), stale_ok)
         for cache in (self._verified, self._quoted):  # long-lived: bounded here, by their owner
             if len(cache) > TERM_CACHE:
                 cache.clear()
@@ -456,6 +464,21 @@ class SearchPlanner:
             match = Compiler(within.get, self.tok, self._verified, self._quoted).compile(query.root)
             tiers.append((low, match if isinstance(match, str) else None))
         return Compiled(full.match, top, tuple(tiers))
+
+    def _with_pairs(self, root: Node, compiled: Compiled | _Nothing,
+                    stale_ok: bool) -> Compiled | _Nothing | WriteFirst:
+        """A phrase of two head words is read from the pair index where it covers the papers (its marked papers
+        folded in first; or, without the write lock, not at all)."""
+        token = pair_token(root) if isinstance(root, Term) else None
+        if token is None or isinstance(compiled, _Nothing):
+            return compiled
+        assert isinstance(root, Term)
+        low, heads, marked = self._one(SELECT_STATE, root.tokens)
+        if low is None or int(heads) < len(set(root.tokens)):
+            return compiled
+        if marked:
+            return compiled if stale_ok else PairsFirst()
+        return replace(compiled, pairs=_quote(token), pairs_low=int(low))
 
     def since_floor(self, query: Query) -> int:
         """The smallest id of a paper dated on or after `since` (0 = no bound): lets FTS5 skip older rowids."""
@@ -506,6 +529,18 @@ class SearchPlanner:
         join = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql or cols != "papers_fts.rowid" else ""
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
                f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
+        pair_sql = sql.replace("papers_fts", "search_pairs")  # the same statement over the pair index
+
+        def fetch(tier_match: str, low: int, high: int, most: int) -> list[Any]:
+            """Matches with ids in [low, high], newest first, at most `most`: from the pair index where it covers
+            them (the newest papers), then from FTS5."""
+            got: list[Any] = []
+            if compiled.pairs is not None and tier_match == match and high >= max(low, compiled.pairs_low):
+                got = self._all(pair_sql, [compiled.pairs, max(low, compiled.pairs_low), high, *params[3:], most])
+                high = compiled.pairs_low - 1
+            if len(got) < most and low <= high:
+                got += self._all(sql, [tier_match, low, high, *params[3:], most - len(got)])
+            return got
         rows: list[Any] = []
         restricted = False  # the candidates are the recent matches only (see the module docstring)
         tail: list[Any] = []  # then the older matches a page needs, newest first
@@ -514,22 +549,22 @@ class SearchPlanner:
             # The newest papers first, asked for with only the terms that occur among them; exact, since a term
             # left out has no paper at or above `low`. Each tier goes on below the last one.
             if tier_match is not None and max(low, floor) <= high:
-                rows += self._all(sql, [tier_match, max(low, floor), high, *params[3:], n - len(rows)])
+                rows += fetch(tier_match, max(low, floor), high, n - len(rows))
             high = min(high, low - 1)
             if len(rows) >= n:
                 break
         else:
             recent = None if compiled.tiers else self._recent_low(query, order, floor)
             if recent is not None:
-                rows += self._all(sql, [match, recent, high, *params[3:], n])
+                rows += fetch(match, recent, high, n)
                 restricted = bool(rows)
                 high = recent - 1
             if restricted and len(rows) < want:
                 # Older matches follow the recent ones newest first: only as many as the page needs.
-                tail = self._all(sql, [match, floor, high, *params[3:], want - len(rows)])
+                tail = fetch(match, floor, high, want - len(rows))
                 complete = len(rows) + len(tail) < want
             elif not restricted:
-                rows += self._all(sql, [match, floor, high, *params[3:], n - len(rows)])
+                rows += fetch(match, floor, high, n - len(rows))
         if order == "rank":
             if by_text:
                 joined = fast_tokenizer(self.tok).joined_many(
@@ -553,10 +588,16 @@ class SearchPlanner:
                 # candidates' stopped instead of walking them again (for a sparse phrase, the whole table).
                 cjoin = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql else ""
                 csql = (f"SELECT count(*) FROM (SELECT papers_fts.rowid FROM papers_fts{cjoin} "
-                        f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid < ?{since_sql} "
+                        f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid <= ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
-                low = min(int(r[0]) for r in rows)
-                older = int(self._one(csql, [match, floor, low, *params[3:], cap + 1 - len(rows)])[0])
+                high = min(int(r[0]) for r in rows) - 1
+                older = 0
+                if compiled.pairs is not None and high >= max(floor, compiled.pairs_low):
+                    older = int(self._one(csql.replace("papers_fts", "search_pairs"), [
+                        compiled.pairs, max(floor, compiled.pairs_low), high, *params[3:], cap + 1 - len(rows)])[0])
+                    high = compiled.pairs_low - 1
+                if len(rows) + older <= cap and floor <= high:
+                    older += int(self._one(csql, [match, floor, high, *params[3:], cap + 1 - len(rows) - older])[0])
                 total = len(rows) + older if len(rows) + older <= cap else None
         return Ranked(scored[offset:want], total)
 
@@ -609,6 +650,9 @@ async def write_first(db: Any, need: WriteFirst, tokenizer: Tokenizer | None = N
     """Do the write a search asked for, on the store's writer (storage.sqlite.Database) and under its lock."""
     tok = tokenizer or default_tokenizer()
     async with db.write() as wconn:
+        if isinstance(need, PairsFirst):
+            await fold_async(wconn, tok)
+            return
         if isinstance(need, LastsFirst):
             # Read and written in one write transaction, so no paper can be stored and folded in between and be
             # left above a term's `last`.

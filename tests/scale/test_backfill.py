@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.text import default_tokenizer
+from storage import search_pairs
 from storage.backfill import backfill_snapshot, index_agrees, reindex_db
 from storage.search_index import decode_reads, verify_terms
 from storage.synth import Corpus
@@ -42,6 +43,32 @@ def _state(db: Path) -> tuple[int, int, bool, list[str]]:
         ok = index_agrees(conn)
         routed = [r[0] for r in conn.execute("SELECT arxiv_id FROM papers WHERE routed=0")]
         return int(rows[0]), int(rows[1]), ok, routed
+    finally:
+        conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """400 papers: head words are those in 40 of them (the default needs 500, more than a test corpus has)."""
+    monkeypatch.setattr(search_pairs, "PAIR_HEAD_MIN", 40)
+
+
+def _pairs_agree(db: Path) -> bool:
+    """The pair index holds exactly the head-word pairs of every paper from its low mark up (fts5vocab lists
+    every token it holds with its number of papers), and no paper is left marked."""
+    conn = sqlite3.connect(db)
+    try:
+        heads, low = search_pairs.heads_of(conn), search_pairs.low_of(conn)
+        rows = conn.execute("SELECT id, title, abstract, authors FROM papers WHERE id >= ?", (low,)).fetchall()
+        texts = search_pairs.pair_texts([str(x) for r in rows for x in r[1:]], heads, default_tokenizer())
+        expected: dict[str, int] = {}
+        for text in texts:
+            for token in text.split():
+                expected[token] = expected.get(token, 0) + 1
+        conn.execute("CREATE VIRTUAL TABLE temp.pv USING fts5vocab(main, search_pairs, 'row')")
+        held = dict(conn.execute("SELECT term, doc FROM temp.pv").fetchall())
+        marked = conn.execute("SELECT count(*) FROM search_pairs_dirty").fetchone()[0]
+        return bool(heads) and bool(expected) and held == expected and marked == 0
     finally:
         conn.close()
 
@@ -165,6 +192,7 @@ def test_a_kill_mid_batch_leaves_rows_and_index_agreeing_and_resume_completes(
     assert _state(db)[:3] == (400, 400, True)
     assert _vocab_complete(db)
     assert _fts_settings(db) == _USUAL
+    assert _pairs_agree(db)
 
 
 def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, snapshot: Path) -> None:
@@ -176,6 +204,7 @@ def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, sn
     conn.execute("DELETE FROM search_vocab WHERE term >= 'q' AND term < 'r'")
     conn.execute("DROP TRIGGER papers_au")
     conn.execute("UPDATE papers SET title='zebra crossing' WHERE id=1")
+    conn.execute("INSERT INTO search_pairs(rowid, pairs) VALUES (2, 'zebra_crossing')")  # a token it never had
     conn.commit()
     assert not index_agrees(conn)
     conn.close()
@@ -191,6 +220,7 @@ def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, sn
     assert {t: decode_reads(t, r) for t, r in reads.items()} == verify_terms(list(reads), default_tokenizer())
     conn.close()
     assert _fts_ids(db, "title : zebra") == {1}
+    assert _pairs_agree(db)
 
 
 def test_oai_backfill_follows_tokens_and_resumes(tmp_path: Path) -> None:
