@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +246,11 @@ class _Progress:
             self.bar.stop()
 
 
+def _phase(progress: bool, text: str) -> None:
+    if progress:
+        print(f"backfill: {text}...", file=sys.stderr, flush=True)
+
+
 def _parse_worker(inbox: Any, outbox: Any, parent: int) -> None:
     """In a child process: parse chunks of snapshot lines into row values. Parsing JSON and normalising text is
     a third of the work of a backfill, so it runs beside the writing parent (whose FTS5 tokenising and merging
@@ -402,8 +408,11 @@ def backfill_snapshot(
                 stats.done = True
         finally:
             bar.close()
+        # The last steps take a minute or two at millions of papers: say what is going on after the bar.
         if optimize and stats.inserted:
+            _phase(progress, "merging the search index into one segment")
             merge_segments(conn)
+        _phase(progress, "refilling the prefix vocabulary and the word-pair index")
         refresh_vocab_sync(conn)  # every new row was marked: this refills the vocabulary from FTS5 in one pass
         search_pairs.refresh_sync(conn)  # the same for the pair index: rebuilt over the newest papers
     finally:
