@@ -35,6 +35,9 @@ How it is computed (none of it changes what matches or the order):
 - An OR of hundreds of terms costs FTS5 a set-up per term, though few occur among the newest papers.
   `search_vocab.last` (migration 003) bounds each term's newest paper, so the newest ids are asked for first
   with only their terms (`Compiled.tiers`), and the rest only if that finds too few.
+- A phrase of two common words is read from the pair index (storage.search_pairs, migration 005) for the papers
+  it covers (the newest), and from FTS5 below them: FTS5 decodes both words' position lists, 2-4 ms at 100k
+  papers even for 200 matches, where the pair index reads one doclist.
 - A search runs whole on a search connection's worker thread, in one read transaction (one snapshot).
 """
 

@@ -39,6 +39,11 @@ from storage.search_index import FoldFirst, LastsFirst, PairsFirst, SearchPlanne
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
 SEARCH_READERS = 2  # connections for searches (one per core here): see SqlitePaperStore
+# Search connections read the file through a memory map (SQLite's build caps it at 2 GB: all of a 100k database,
+# the first 2 GB of a larger one): a page of a doclist is then read in place instead of copied by a read() call.
+# First-sight prefix searches at 100k papers: p99 3.3-4.0 ms instead of 3.4-5.5 (three runs each, measured).
+# Mapped pages are the OS page cache's, shared and clean; they count in RSS once a search has touched them.
+SEARCH_MMAP = 0x7FFF0000
 _WRITE_TRIES = 3  # writes a search may ask for (a fold, lasts, a fold again) before it runs without them
 
 T = TypeVar("T")
@@ -429,6 +434,7 @@ class SqlitePaperStore:
                 if self._lanes is None:
                     for _ in range(self._readers):
                         conn = await asyncio.to_thread(open_sync, self.db.path, migrate=False)
+                        conn.execute(f"PRAGMA mmap_size={SEARCH_MMAP}")
                         self._opened.append(Lane(conn))
                     self._lanes = _Lanes(list(self._opened))
         pool = self._lanes
