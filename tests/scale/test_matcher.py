@@ -49,7 +49,7 @@ def test_one_paper_at_a_time_agrees_with_the_batch(corpus: list[Paper], texts: l
         assert one == {s.key for s in standing if matches(s.query, doc)}, paper.title
 
 
-_CHARS = st.sampled_from([*list("abcdeXYZ019 .,;:-()\"'*/_+=\n\t"), "ü", "é", "ß", "İ", "ﬁ", "日本", "’"])
+_CHARS = st.sampled_from([*list("abcdeXYZ019 .,;:-()\"'*/_+=\n\t"), "ü", "é", "ß", "İ", "ﬁ", "日本", "’", "\x01"])
 
 
 @given(texts=st.lists(st.one_of(st.lists(_CHARS, max_size=40).map("".join),
