@@ -629,6 +629,8 @@ class Matcher:
         self._or_shapes: dict[tuple[int, int], Columns] = {}  # rows of plans that are several (OR-ed)
         leaf_id = self._leaf_id
         by_shape: dict[tuple[bool, int, int], list[tuple[int, ...]]] = {}
+        # Plans that are not one conjunction: only there can a positive leaf have missed a matching paper.
+        self._some_of: set[int] = {pid for pid, rows in flat if len(rows) > 1} | {pid for pid, _ in self._trees}
         for pid, rows in flat:
             single = len(rows) == 1
             for p, n in rows:
@@ -807,7 +809,7 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
 def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
     hits, lb = m._run(m.batch(docs_of(papers, tokenizer)))
     out: list[tuple[Sequence[str], Found]] = []
-    all_groups, groups_of = m._groups, m.groups
+    all_groups, groups_of, some_of = m._groups, m.groups, m._some_of
     for pid, b in hits:
         where = [b.bit_length() - 1] if b.bit_count() == 1 else _bits(b)
         for texts, ids, keys in all_groups.get(pid) or groups_of(pid):
@@ -815,7 +817,9 @@ def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> 
             # bot.query.matched_terms computed once per leaf for the whole batch instead of once per pair.
             # The answer is immutable, so every standing query of the group shares it.
             found: Found
-            if len(ids) == 1:  # the only positive leaf of a matching query always matched
+            if len(ids) == 1 or pid not in some_of:
+                # One conjunction matches a paper only where every positive leaf does (its positive leaves are
+                # exactly the query's: see _node_rows), so all of them matched; and so did a lone leaf.
                 found = ((papers[where[0]], texts),) if len(where) == 1 else tuple([(papers[i], texts) for i in where])
             else:
                 found = tuple([(papers[i], tuple([t for t, j in zip(texts, ids, strict=True) if lb[j] >> i & 1]))

@@ -53,7 +53,7 @@ from typing import Any, cast
 from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
-from storage.search_pairs import SELECT_STATE, fold_async, pair_token
+from storage.search_pairs import COUNT_MARKED, PAIR_DIRTY_MAX, SELECT_STATE, fold_async, pair_token
 
 CANDIDATES = 200
 COUNT_CAP = 2_000
@@ -480,7 +480,10 @@ class SearchPlanner:
         if low is None or int(heads) < len(set(root.tokens)):
             return compiled
         if marked:
-            return compiled if stale_ok else PairsFirst()
+            # More marked papers than a search should fold (a backfill or a harvest is storing them): FTS5
+            # answers until its end rebuilds the pair index (storage.search_pairs.refresh_sync).
+            many = self._one(COUNT_MARKED, (int(low), PAIR_DIRTY_MAX + 1))[0] > PAIR_DIRTY_MAX
+            return compiled if stale_ok or many else PairsFirst()
         return replace(compiled, pairs=_quote(token), pairs_low=int(low))
 
     def since_floor(self, query: Query) -> int:

@@ -43,6 +43,7 @@ SELECT_STATE = ("SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'se
                 "(SELECT count(*) FROM search_pairs_heads WHERE term IN (?, ?)), "
                 "EXISTS (SELECT 1 FROM search_pairs_dirty WHERE id >= "
                 "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'search_pairs_low'))")
+COUNT_MARKED = "SELECT count(*) FROM (SELECT 1 FROM search_pairs_dirty WHERE id >= ? LIMIT ?)"
 SELECT_DIRTY = "SELECT id, indexed, title, abstract, authors FROM search_pairs_dirty WHERE id >= ? LIMIT ?"
 DELETE_PAIRS = "INSERT INTO search_pairs(search_pairs, rowid, pairs) VALUES ('delete', ?, ?)"
 INSERT_PAIRS = "INSERT INTO search_pairs(rowid, pairs) VALUES (?, ?)"
@@ -193,8 +194,7 @@ def refresh_sync(conn: sqlite3.Connection, tok: Tokenizer | None = None, *, wind
     conn.execute("BEGIN IMMEDIATE")
     try:
         low = low_of(conn)
-        marked = conn.execute("SELECT count(*) FROM (SELECT 1 FROM search_pairs_dirty WHERE id >= ? LIMIT ?)",
-                              (low, PAIR_DIRTY_MAX + 1)).fetchone()[0]
+        marked = conn.execute(COUNT_MARKED, (low, PAIR_DIRTY_MAX + 1)).fetchone()[0]
         empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM search_pairs_heads)").fetchone()[0]
         again = rebuild or empty or marked > PAIR_DIRTY_MAX
         n = rebuild_sync(conn, tok, window=window) if again else fold_sync(conn, tok)

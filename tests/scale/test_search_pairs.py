@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,30 @@ def test_with_the_write_lock_held_elsewhere_marked_papers_are_read_through_fts5(
         other.close()
     assert _ids(loop, stores, '"graph neural"') == ["2611.00001", "2611.00003"]
     assert served_by_pairs(stores, loop, parse('"graph neural"', today=TODAY))
+
+
+def test_more_marked_papers_than_a_search_folds_are_read_through_fts5_until_a_refresh(
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores], monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, stores = sync_stores
+    loop.run_until_complete(stores.papers.upsert(
+        [_paper(i, "Graph neural", "graph neural networks") for i in range(1, 4)], source="arxiv", seen_at=NOW))
+    rebuild(stores, window=10, min_docs=1)
+    loop.run_until_complete(stores.papers.upsert(  # three new papers, as a harvest stores them
+        [_paper(i, "Graph neural", "graph neural networks") for i in range(4, 7)], source="arxiv", seen_at=NOW))
+    monkeypatch.setattr(search_index, "PAIR_DIRTY_MAX", 2)
+    query = parse('"graph neural"', today=TODAY)
+    assert not served_by_pairs(stores, loop, query)
+    assert _ids(loop, stores, '"graph neural"') == [f"2611.{i:05d}" for i in range(1, 7)]
+    conn = open_sync(stores.db.path, migrate=False)
+    try:
+        assert conn.execute("SELECT count(*) FROM search_pairs_dirty").fetchone()[0] == 3  # the search wrote nothing
+        with (mock.patch.object(search_pairs, "PAIR_DIRTY_MAX", 2),
+              mock.patch.object(search_pairs, "PAIR_HEAD_MIN", 1)):
+            assert search_pairs.refresh_sync(conn) == 6  # the harvest's end: rebuilt, not folded
+    finally:
+        conn.close()
+    assert served_by_pairs(stores, loop, query)
+    assert _ids(loop, stores, '"graph neural"') == [f"2611.{i:05d}" for i in range(1, 7)]
 
 
 def test_only_plain_two_word_phrases_have_a_pair_token() -> None:
