@@ -195,6 +195,43 @@ def test_a_kill_mid_batch_leaves_rows_and_index_agreeing_and_resume_completes(
     assert _pairs_agree(db)
 
 
+_PAIR_KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from storage import backfill, search_pairs
+
+    search_pairs.PAIR_HEAD_MIN, search_pairs._CHUNK = 40, 100
+    real, calls = search_pairs.pair_texts, []
+    def pair_texts(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # two chunks of the pair index written in the rebuild's transaction, then killed
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kw)
+    search_pairs.pair_texts = pair_texts
+    backfill.backfill_snapshot(sys.argv[1], sys.argv[2], batch_size=100)
+""")
+
+
+def test_a_kill_while_the_pair_index_is_rebuilt_leaves_it_as_it_was_and_a_rerun_builds_it(
+        tmp_path: Path, snapshot: Path) -> None:
+    db = tmp_path / "p.db"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, "-c", _PAIR_KILLER, str(db), str(snapshot)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=err, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-500:]
+    conn = sqlite3.connect(db)
+    try:  # every paper stored and still marked; no head words, nothing covered: the rebuild rolled back whole
+        assert conn.execute("SELECT count(*) FROM search_pairs_dirty").fetchone()[0] == 400
+        assert not search_pairs.heads_of(conn)
+        assert search_pairs.low_of(conn) == 1
+        conn.execute("CREATE VIRTUAL TABLE temp.pv USING fts5vocab(main, search_pairs, 'row')")
+        assert conn.execute("SELECT count(*) FROM temp.pv").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert backfill_snapshot(db, snapshot, batch_size=100).done
+    assert _pairs_agree(db)
+
+
 def test_reindex_rebuilds_the_index_and_the_prefix_vocabulary(tmp_path: Path, snapshot: Path) -> None:
     db = tmp_path / "r.db"
     backfill_snapshot(db, snapshot, batch_size=100)
