@@ -421,7 +421,7 @@ class SearchPlanner:
     def plan(self, query: Query, *, limit: int, offset: int, order: str, count: bool,
              stale_ok: bool = False) -> Ranked | WriteFirst:
         """The ranked page, or the write it needs first. `stale_ok`: run without that write (after it failed:
-        another process holds the write lock), on FTS5's own prefix query, slower but exact."""
+        another process holds the write lock), on FTS5's own prefix query or phrase, slower but exact."""
         compiled = self.compile(query, stale_ok=stale_ok)
         if isinstance(compiled, FoldFirst | LastsFirst | PairsFirst):
             return compiled
