@@ -38,7 +38,7 @@ BATCH = 2_500
 # (automerge=4, and crisismerge=16 segments per level); a backfill only needs the index merged once, at the end
 # (`optimize`). They are in force inside each batch transaction only: see BulkWriter.
 BULK_FTS_CONFIG = (("automerge", 0), ("crisismerge", 64), ("hashsize", 64 << 20))
-_FTS_DEFAULTS = {"automerge": 4, "crisismerge": 16, "hashsize": 1 << 20}  # FTS5's own, when none is stored
+FTS_DEFAULTS = {"automerge": 4, "crisismerge": 16, "hashsize": 1 << 20}  # FTS5's own, when none is stored
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ class BulkWriter:
         # The FTS5 table's own columns (same names in `papers`, its content table): whatever the schema says.
         self._fts_columns = ", ".join(str(r[1]) for r in conn.execute("PRAGMA table_info(papers_fts)"))
         stored = dict(conn.execute("SELECT k, v FROM papers_fts_config"))
-        self._fts_usual = tuple((k, stored.get(k, _FTS_DEFAULTS[k])) for k, _ in BULK_FTS_CONFIG)
+        self._fts_usual = tuple((k, stored.get(k, FTS_DEFAULTS[k])) for k, _ in BULK_FTS_CONFIG)
         self._fts_bulk = BULK_FTS_CONFIG if bulk_fts else ()
 
     def _fts_config(self, settings: Sequence[tuple[str, Any]]) -> None:
@@ -413,12 +413,19 @@ def backfill_snapshot(
             _phase(progress, "merging the search index into one segment")
             merge_segments(conn)
         _phase(progress, "refilling the prefix vocabulary and the word-pair index")
-        refresh_vocab_sync(conn)  # every new row was marked: this refills the vocabulary from FTS5 in one pass
-        search_pairs.refresh_sync(conn)  # the same for the pair index: rebuilt over the newest papers
+        refresh_derived(conn)
     finally:
         conn.close()
     stats.seconds = time.monotonic() - t0
     return stats
+
+
+def refresh_derived(conn: sqlite3.Connection) -> None:
+    """The derived search data in step with the rows after a bulk load: every new row was marked, so the prefix
+    vocabulary is refilled from FTS5 in one pass and the pair index rebuilt over the newest papers (or, for a
+    few marks, both folded in)."""
+    refresh_vocab_sync(conn)
+    search_pairs.refresh_sync(conn)
 
 
 def merge_segments(conn: sqlite3.Connection) -> None:
@@ -469,8 +476,7 @@ async def backfill_oai(db_path: Path | str, settings: Settings, *, client: Any =
                     break
         finally:
             bar.close()
-        refresh_vocab_sync(conn)
-        search_pairs.refresh_sync(conn)
+        refresh_derived(conn)
     finally:
         if own:
             await http.aclose()

@@ -32,9 +32,8 @@ from bot.matching import Matcher, Standing, docs_of, match_papers
 from bot.models import Paper
 from bot.query import Query, QueryError, matches, parse, to_fts
 from bot.text import Tokenizer
-from storage import search_pairs
+from storage.backfill import refresh_derived
 from storage.db import open_sync
-from storage.search_index import refresh_vocab_sync
 from storage.synth import HEAD_WORDS, Corpus, Vocabulary, subscription_texts
 
 VERSION = "v1"
@@ -170,8 +169,7 @@ def build_corpus(cache: Path, n: int, naive_rows: int = 2000) -> tuple[Path, Fig
         # as this version's backfill leaves it.
         conn = open_sync(db)
         try:
-            refresh_vocab_sync(conn)
-            search_pairs.refresh_sync(conn)
+            refresh_derived(conn)
         finally:
             conn.close()
         fig = Figure(**json.loads(done.read_text()))

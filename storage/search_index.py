@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -535,17 +535,23 @@ class SearchPlanner:
         join = " JOIN papers p ON p.id = papers_fts.rowid" if since_sql or cols != "papers_fts.rowid" else ""
         sql = (f"SELECT {cols} FROM papers_fts{join} WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? "
                f"AND papers_fts.rowid <= ?{since_sql} ORDER BY papers_fts.rowid DESC LIMIT ?")
-        pair_sql = sql.replace("papers_fts", "search_pairs")  # the same statement over the pair index
+
+        def parts(tier_match: str, low: int, high: int) -> Iterator[tuple[str, str, int, int]]:
+            """[low, high] newest first as (table, MATCH, low, high): the part the pair index covers (the newest
+            papers), then FTS5's."""
+            if compiled.pairs is not None and tier_match == match and high >= max(low, compiled.pairs_low):
+                yield "search_pairs", compiled.pairs, max(low, compiled.pairs_low), high
+                high = compiled.pairs_low - 1
+            if low <= high:
+                yield "papers_fts", tier_match, low, high
 
         def fetch(tier_match: str, low: int, high: int, most: int) -> list[Any]:
-            """Matches with ids in [low, high], newest first, at most `most`: from the pair index where it covers
-            them (the newest papers), then from FTS5."""
+            """Matches with ids in [low, high], newest first, at most `most`."""
             got: list[Any] = []
-            if compiled.pairs is not None and tier_match == match and high >= max(low, compiled.pairs_low):
-                got = self._all(pair_sql, [compiled.pairs, max(low, compiled.pairs_low), high, *params[3:], most])
-                high = compiled.pairs_low - 1
-            if len(got) < most and low <= high:
-                got += self._all(sql, [tier_match, low, high, *params[3:], most - len(got)])
+            for table, part_match, part_low, part_high in parts(tier_match, low, high):
+                if len(got) < most:
+                    got += self._all(sql.replace("papers_fts", table),  # the same statement over that table
+                                     [part_match, part_low, part_high, *params[3:], most - len(got)])
             return got
         rows: list[Any] = []
         restricted = False  # the candidates are the recent matches only (see the module docstring)
@@ -596,14 +602,11 @@ class SearchPlanner:
                 csql = (f"SELECT count(*) FROM (SELECT papers_fts.rowid FROM papers_fts{cjoin} "
                         f"WHERE papers_fts MATCH ? AND papers_fts.rowid >= ? AND papers_fts.rowid <= ?{since_sql} "
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
-                high = min(int(r[0]) for r in rows) - 1
                 older = 0
-                if compiled.pairs is not None and high >= max(floor, compiled.pairs_low):
-                    older = int(self._one(csql.replace("papers_fts", "search_pairs"), [
-                        compiled.pairs, max(floor, compiled.pairs_low), high, *params[3:], cap + 1 - len(rows)])[0])
-                    high = compiled.pairs_low - 1
-                if len(rows) + older <= cap and floor <= high:
-                    older += int(self._one(csql, [match, floor, high, *params[3:], cap + 1 - len(rows) - older])[0])
+                for table, part_match, part_low, part_high in parts(match, floor, min(int(r[0]) for r in rows) - 1):
+                    if len(rows) + older <= cap:
+                        older += int(self._one(csql.replace("papers_fts", table), [
+                            part_match, part_low, part_high, *params[3:], cap + 1 - len(rows) - older])[0])
                 total = len(rows) + older if len(rows) + older <= cap else None
         return Ranked(scored[offset:want], total)
 

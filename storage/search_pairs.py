@@ -34,22 +34,19 @@ PAIR_HEAD_MIN = 500  # and in at least this many: below that, FTS5's phrase quer
 PAIR_WINDOW = 500_000  # a rebuild indexes the pairs of this many newest papers (search_index.RECENT_PAPERS)
 PAIR_DIRTY_MAX = 20_000  # more marked papers than this are left to a rebuild (backfill, reindex), not a search
 _CHUNK = 5_000
-_BULK = (("automerge", 0), ("crisismerge", 64), ("hashsize", 64 << 20))
-_DEFAULTS = (("automerge", 4), ("crisismerge", 16), ("hashsize", 1 << 20))  # FTS5's own
 LOW_KEY = "search_pairs_low"
 _COLUMN_TAG = {"title": "_t", "authors": "_a"}  # a column-limited phrase's token; an abstract one stays in FTS5
 
-SELECT_STATE = ("SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'search_pairs_low'), "
-                "(SELECT count(*) FROM search_pairs_heads WHERE term IN (?, ?)), "
-                "EXISTS (SELECT 1 FROM search_pairs_dirty WHERE id >= "
-                "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'search_pairs_low'))")
+_LOW = f"(SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{LOW_KEY}')"
+SELECT_STATE = (f"SELECT {_LOW}, (SELECT count(*) FROM search_pairs_heads WHERE term IN (?, ?)), "
+                f"EXISTS (SELECT 1 FROM search_pairs_dirty WHERE id >= {_LOW})")
 COUNT_MARKED = "SELECT count(*) FROM (SELECT 1 FROM search_pairs_dirty WHERE id >= ? LIMIT ?)"
 SELECT_DIRTY = "SELECT id, indexed, title, abstract, authors FROM search_pairs_dirty WHERE id >= ? LIMIT ?"
 DELETE_PAIRS = "INSERT INTO search_pairs(search_pairs, rowid, pairs) VALUES ('delete', ?, ?)"
 INSERT_PAIRS = "INSERT INTO search_pairs(rowid, pairs) VALUES (?, ?)"
 UNMARK = "DELETE FROM search_pairs_dirty WHERE id = ?"
-LOW_SQL = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?"
-SET_LOW = "INSERT OR REPLACE INTO meta(key, value) VALUES ('search_pairs_low', ?)"
+LOW_SQL = f"SELECT {_LOW}"
+SET_LOW = f"INSERT OR REPLACE INTO meta(key, value) VALUES ('{LOW_KEY}', ?)"
 
 
 def pair_token(term: Term) -> str | None:
@@ -78,7 +75,8 @@ def pair_texts(texts: Sequence[str], heads: frozenset[str], tok: Tokenizer) -> l
     out = []
     for i in range(0, len(streams), 3):
         title, abstract, authors = (_pairs(s, heads) for s in streams[i : i + 3])
-        tokens = {*title, *abstract, *authors, *(p + "_t" for p in title), *(p + "_a" for p in authors)}
+        tokens = {*title, *abstract, *authors, *(p + _COLUMN_TAG["title"] for p in title),
+                  *(p + _COLUMN_TAG["authors"] for p in authors)}
         out.append(" ".join(tokens))
     return out
 
@@ -108,7 +106,11 @@ def heads_of(conn: Any) -> frozenset[str]:
 
 
 def low_of(conn: sqlite3.Connection) -> int:
-    row = conn.execute(LOW_SQL, (LOW_KEY,)).fetchone()
+    return _low(conn.execute(LOW_SQL).fetchone())
+
+
+def _low(row: Any) -> int:
+    """The low mark read by LOW_SQL (1 if none is stored: every paper)."""
     return int(row[0]) if row and row[0] is not None else 1
 
 
@@ -133,7 +135,7 @@ def fold_sync(conn: sqlite3.Connection, tok: Tokenizer | None = None, *, most: i
 async def fold_async(wconn: Any, tok: Tokenizer) -> int:
     """fold_sync on the store's writer (an aiosqlite connection, in its write transaction), tokenising off the
     event loop."""
-    low = int((await (await wconn.execute(LOW_SQL, (LOW_KEY,))).fetchone() or (1,))[0] or 1)
+    low = _low(await (await wconn.execute(LOW_SQL)).fetchone())
     await wconn.execute("DELETE FROM search_pairs_dirty WHERE id < ?", (low,))
     dirty = await (await wconn.execute(SELECT_DIRTY, (low, PAIR_DIRTY_MAX))).fetchall()
     heads = frozenset(str(r[0]) for r in await (await wconn.execute("SELECT term FROM search_pairs_heads")).fetchall())
@@ -161,6 +163,8 @@ def choose_heads(conn: sqlite3.Connection) -> list[str]:
 def rebuild_sync(conn: sqlite3.Connection, tok: Tokenizer | None = None, *, window: int = PAIR_WINDOW) -> int:
     """Choose the heads again and index the pairs of the `window` newest papers, in the caller's write
     transaction; returns how many papers were indexed."""
+    from storage.backfill import BULK_FTS_CONFIG, FTS_DEFAULTS  # the settings its bulk load uses for papers_fts
+
     tok = tok or default_tokenizer()
     heads = choose_heads(conn)
     conn.execute("INSERT INTO search_pairs(search_pairs) VALUES ('delete-all')")
@@ -171,7 +175,7 @@ def rebuild_sync(conn: sqlite3.Connection, tok: Tokenizer | None = None, *, wind
     low = max(1, top - window + 1) if heads else top + 1
     head_set = frozenset(heads)
     high, done = top, 0
-    for key, value in _BULK:  # as the backfill loads papers_fts: merge once, at the end (storage.backfill)
+    for key, value in BULK_FTS_CONFIG:  # as the backfill loads papers_fts: merge once, at the end
         conn.execute("INSERT INTO search_pairs(search_pairs, rank) VALUES (?, ?)", (key, value))
     while heads and high >= low:
         rows = conn.execute("SELECT id, title, abstract, authors FROM papers WHERE id BETWEEN ? AND ?",
@@ -182,7 +186,7 @@ def rebuild_sync(conn: sqlite3.Connection, tok: Tokenizer | None = None, *, wind
         high -= _CHUNK
     conn.execute(SET_LOW, (str(low),))
     conn.execute("INSERT INTO search_pairs(search_pairs) VALUES ('optimize')")
-    for key, value in _DEFAULTS:
+    for key, value in FTS_DEFAULTS.items():
         conn.execute("INSERT INTO search_pairs(search_pairs, rank) VALUES (?, ?)", (key, value))
     return done
 

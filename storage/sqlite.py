@@ -268,6 +268,12 @@ class _Lanes:
         self._free.append(lane)
 
 
+def _open_search(path: Path) -> sqlite3.Connection:
+    conn = open_sync(path, migrate=False)
+    conn.execute(f"PRAGMA mmap_size={SEARCH_MMAP}")
+    return conn
+
+
 def _failed(exc: sqlite3.OperationalError) -> SearchResult:
     # Our compiler should never produce an invalid MATCH; if it does, the user still gets an answer.
     return SearchResult((), error=f"That query could not be run ({str(exc)[:80]}); try simpler words.")
@@ -433,9 +439,7 @@ class SqlitePaperStore:
             async with self._lanes_lock:
                 if self._lanes is None:
                     for _ in range(self._readers):
-                        conn = await asyncio.to_thread(open_sync, self.db.path, migrate=False)
-                        conn.execute(f"PRAGMA mmap_size={SEARCH_MMAP}")
-                        self._opened.append(Lane(conn))
+                        self._opened.append(Lane(await asyncio.to_thread(_open_search, self.db.path)))
                     self._lanes = _Lanes(list(self._opened))
         pool = self._lanes
         lane = await pool.get()
