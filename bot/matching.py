@@ -113,15 +113,15 @@ class FastTokenizer:
             slow = [i for i, t in enumerate(texts) if not t.isascii() or _MARK in t]
             skip = set(slow)
             big = glue.join("" if i in skip else t for i, t in enumerate(texts))
-        words = big.translate(_ASCII_MARKED).split()
+        folded = big.translate(_ASCII_MARKED)
+        words = folded.split()
         stems = self.stems  # this dict even if another thread starts a new one (see _learn)
         got = list(map(stems.get, words, repeat("")))
         if "" in got:  # a word not stemmed yet: only those that could stem to a query token are stemmed now
-            missing = set(words).difference(stems)
-            starts = tuple({t[:-1] if len(t) > 1 and t[-1] in "eil" else t for t in tokens})
-            wanted = {w for w in missing if w.startswith(starts)} if starts else set()
+            starts = {t[:-1] if len(t) > 1 and t[-1] in "eil" else t for t in tokens}
+            wanted = _starting(folded, starts).difference(stems)
             one, many = self._learn(wanted)
-            if many or not self.odd.keys().isdisjoint(missing):  # a word FTS5 does not make one token of
+            if many or (self.odd and not self.odd.keys().isdisjoint(words)):  # a word FTS5 makes no one token of
                 return [joined_stream(s, sep) for s in self.tokenize_many(texts)]
             if one:
                 stems.update(one)
@@ -176,6 +176,18 @@ class FastTokenizer:
         self.stems.update(one)
         self.odd.update(many)
         return one, many
+
+
+def _starting(folded: str, starts: Iterable[str]) -> set[str]:
+    """The words of a folded text (runs of [a-z0-9] between blanks, marks standing alone) that start with one of
+    `starts`. Every word follows a blank, so one C-level split finds them: testing each word not stemmed yet cost
+    0.6 ms a search (a regular expression, 0.35), since words that cannot score are never stemmed."""
+    out: set[str] = set()
+    text = " " + folded
+    for start in starts:
+        if start:
+            out.update(start + rest.partition(" ")[0] for rest in text.split(" " + start)[1:])
+    return out
 
 
 def joined_stream(stream: Sequence[str], sep: str) -> str:

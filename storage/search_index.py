@@ -53,7 +53,16 @@ from typing import Any, cast
 from bot.matching import fast_tokenizer
 from bot.query import And, Category, Node, Not, Or, Query, Term, to_fts
 from bot.text import Tokenizer, category_token, default_tokenizer
-from storage.search_pairs import COUNT_MARKED, PAIR_DIRTY_MAX, SELECT_STATE, fold_async, pair_token
+from storage.search_pairs import (
+    COUNT_MARKED,
+    PAIR_DIRTY_MAX,
+    SELECT_PREFIX_STATE,
+    SELECT_STATE,
+    fold_async,
+    pair_token,
+    prefix_head,
+    prefix_token,
+)
 
 CANDIDATES = 200
 COUNT_CAP = 2_000
@@ -360,6 +369,9 @@ def _lasts(owners: Sequence[int], streams: Sequence[Sequence[str]]) -> list[tupl
 # ---------------------------------------------------------------- the plan, on a search connection of its own
 
 
+Expansions = dict[str, list[tuple[str, int | None]] | None]  # prefix -> its stored terms and their `last`
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """A query as FTS5 MATCH text, and for a prefix of many terms the same over only the terms of recent papers."""
@@ -369,6 +381,9 @@ class Compiled:
     tiers: tuple[tuple[int, str | None], ...] = ()  # (lowest id, MATCH over the terms whose last >= it), newest first
     pairs: str | None = None  # the same query as a MATCH of the pair index (storage.search_pairs), if it holds it
     pairs_low: int = 0  # with `pairs`: the pair index answers for papers from this id up
+    # With `pairs` for a prefix: `match` is FTS5's own prefix query (exact, slow); where FTS5 is read, below
+    # `pairs_low`, the expansion replaces it, worked out then (a broad prefix never needs it).
+    lazy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,11 +457,11 @@ class SearchPlanner:
         if row[1]:
             # FTS5's own prefix query is slower but never misses a word the vocabulary does not have yet.
             return _compiled(plain.compile(query.root)) if stale_ok else FoldFirst()
+        indexed = self._with_prefix(query.root, stale_ok)
+        if indexed is not None:
+            return indexed
         expansions = self._expansions(query)
-        terms = [t for e in expansions.values() if e for t, _ in e]
-        plain.verify(terms)
-        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
-        full = _compiled(expand.compile(query.root))
+        full = self._expanded(query, expansions)
         if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
             return full
         todo = tuple(sorted({(t, str(self._verified[t][0])) for e in expansions.values() if e and len(e) > TIER_TERMS
@@ -467,6 +482,29 @@ class SearchPlanner:
             match = Compiler(within.get, self.tok, self._verified, self._quoted).compile(query.root)
             tiers.append((low, match if isinstance(match, str) else None))
         return Compiled(full.match, top, tuple(tiers))
+
+    def _expanded(self, query: Query, expansions: Expansions) -> Compiled | _Nothing:
+        """The query's MATCH with every prefix expanded to its stored terms (or FTS5's own where there are too
+        many)."""
+        assert query.root is not None
+        Compiler(lambda p: None, self.tok, self._verified).verify([t for e in expansions.values() if e for t, _ in e])
+        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
+        return _compiled(expand.compile(query.root))
+
+    def _with_prefix(self, root: Node, stale_ok: bool) -> Compiled | PairsFirst | None:
+        """A head prefix alone is read from the pair index where it covers the papers (like a phrase in
+        _with_pairs), and expanded only if FTS5 is read below them; None: the tiers over FTS5 answer."""
+        token = prefix_token(root) if isinstance(root, Term) else None
+        if token is None:
+            return None
+        assert isinstance(root, Term)
+        low, head, marked = self._one(SELECT_PREFIX_STATE, (prefix_head(token),))
+        if low is None or not head:
+            return None
+        if marked:
+            many = self._one(COUNT_MARKED, (int(low), PAIR_DIRTY_MAX + 1))[0] > PAIR_DIRTY_MAX
+            return None if stale_ok or many else PairsFirst()
+        return Compiled(leaf_fts(root), pairs=_quote(token), pairs_low=int(low), lazy=True)
 
     def _with_pairs(self, root: Node, compiled: Compiled | _Nothing,
                     stale_ok: bool) -> Compiled | _Nothing | WriteFirst:
@@ -543,15 +581,29 @@ class SearchPlanner:
                 yield "search_pairs", compiled.pairs, max(low, compiled.pairs_low), high
                 high = compiled.pairs_low - 1
             if low <= high:
-                yield "papers_fts", tier_match, low, high
+                fts_match = expanded(tier_match)
+                if fts_match is not None:
+                    yield "papers_fts", fts_match, low, high
+
+        below: list[str | None] = []
+
+        def expanded(tier_match: str) -> str | None:
+            """The MATCH to read FTS5 with (see Compiled.lazy); None: nothing there can match."""
+            if not compiled.lazy or tier_match != match:
+                return tier_match
+            if not below:
+                full = self._expanded(query, self._expansions(query))
+                below.append(full.match if isinstance(full, Compiled) else None)
+            return below[0]
 
         def fetch(tier_match: str, low: int, high: int, most: int) -> list[Any]:
             """Matches with ids in [low, high], newest first, at most `most`."""
             got: list[Any] = []
             for table, part_match, part_low, part_high in parts(tier_match, low, high):
-                if len(got) < most:
-                    got += self._all(sql.replace("papers_fts", table),  # the same statement over that table
-                                     [part_match, part_low, part_high, *params[3:], most - len(got)])
+                got += self._all(sql.replace("papers_fts", table),  # the same statement over that table
+                                 [part_match, part_low, part_high, *params[3:], most - len(got)])
+                if len(got) >= most:
+                    break  # before the next part is worked out (Compiled.lazy)
             return got
         rows: list[Any] = []
         restricted = False  # the candidates are the recent matches only (see the module docstring)
@@ -581,7 +633,7 @@ class SearchPlanner:
             if by_text:
                 joined = fast_tokenizer(self.tok).joined_many(
                     [str(text or "") for r in rows for text in (r[1], r[2])], _scored_tokens(query), SEP)
-                scores = {int(r[0]): _score(leaves, joined[2 * i], joined[2 * i + 1]) for i, r in enumerate(rows)}
+                scores = dict(zip([int(r[0]) for r in rows], _scores(leaves, joined[0::2], joined[1::2]), strict=True))
             else:
                 scores = self._scores_by_fts(query, match, [int(r[0]) for r in rows])
             scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0])) + [(int(r[0]), 0.0) for r in tail]
@@ -604,9 +656,10 @@ class SearchPlanner:
                         "ORDER BY papers_fts.rowid DESC LIMIT ?)")
                 older = 0
                 for table, part_match, part_low, part_high in parts(match, floor, min(int(r[0]) for r in rows) - 1):
-                    if len(rows) + older <= cap:
-                        older += int(self._one(csql.replace("papers_fts", table), [
-                            part_match, part_low, part_high, *params[3:], cap + 1 - len(rows) - older])[0])
+                    older += int(self._one(csql.replace("papers_fts", table), [
+                        part_match, part_low, part_high, *params[3:], cap + 1 - len(rows) - older])[0])
+                    if len(rows) + older > cap:
+                        break
                 total = len(rows) + older if len(rows) + older <= cap else None
         return Ranked(scored[offset:want], total)
 
@@ -639,9 +692,9 @@ class SearchPlanner:
                         scores[int(r[0])] += weight
         return scores
 
-    def _expansions(self, query: Query) -> dict[str, list[tuple[str, int | None]] | None]:
+    def _expansions(self, query: Query) -> Expansions:
         """Each prefix's stored terms with their `last`, or None where FTS5's own prefix query is kept."""
-        expansions: dict[str, list[tuple[str, int | None]] | None] = {}
+        expansions: Expansions = {}
         for prefix in _prefixes(query.root) if query.root is not None else []:
             rows = self._all(
                 "SELECT term, last, reads FROM search_vocab WHERE term >= ? AND term < ? LIMIT ?",
@@ -704,14 +757,19 @@ def leaf_pattern(term: Term) -> str | None:
     return SEP + SEP.join(term.tokens) + ("" if term.prefix else SEP)
 
 
-def _score(leaves: list[tuple[str, str, float]], title: str, authors: str) -> float:
-    """A candidate's score as the module docstring defines it, from its title's and authors' joined streams.
+def _scores(leaves: list[tuple[str, str, float]], titles: list[str], authors: list[str]) -> list[float]:
+    """The candidates' scores as the module docstring defines them, from their titles' and authors' joined streams;
+    a leaf at a time over all of them (a candidate at a time cost twice as much).
 
     Asking FTS5 per (leaf, column) re-runs the whole MATCH (for a phrase or a prefix of hundreds of terms, the
     slowest part of the search) twice more. In a joined stream (tokens bracketed by a separator no token
     contains) the reference `term_matches` (consecutive tokens equal, the last one only starting with the
     prefix) is one substring test; tests/scale compare both."""
-    return sum(weight for column, pattern, weight in leaves if pattern in (title if column == "title" else authors))
+    totals = [0.0] * len(titles)
+    for column, pattern, weight in leaves:
+        texts = titles if column == "title" else authors
+        totals = [total + weight if pattern in text else total for total, text in zip(totals, texts, strict=True)]
+    return totals
 
 
 def _scored_tokens(query: Query) -> set[str]:

@@ -18,6 +18,7 @@ from storage import search_pairs
 from storage.backfill import backfill_snapshot, index_agrees, reindex_db
 from storage.search_index import decode_reads, verify_terms
 from storage.synth import Corpus
+from tests.scale.test_search_pairs import tokens_held_and_expected
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,26 +50,26 @@ def _state(db: Path) -> tuple[int, int, bool, list[str]]:
 
 @pytest.fixture(autouse=True)
 def _small_heads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """400 papers: head words are those in 40 of them (the default needs 500, more than a test corpus has)."""
+    """400 papers: head words are those in 40 of them (the default needs 500, more than a test corpus has), head
+    prefixes those of more than 20 terms, over the 150 newest papers."""
     monkeypatch.setattr(search_pairs, "PAIR_HEAD_MIN", 40)
+    monkeypatch.setattr(search_pairs, "PREFIX_HEAD_TERMS", 20)
+    monkeypatch.setattr(search_pairs, "PREFIX_WINDOW", 150)
 
 
 def _pairs_agree(db: Path) -> bool:
-    """The pair index holds exactly the head-word pairs of every paper from its low mark up (fts5vocab lists
-    every token it holds with its number of papers), and no paper is left marked."""
+    """The pair index holds exactly the head-word pairs of every paper from its low mark up and the head prefixes
+    of every paper from the prefix low mark up (tests/scale/test_search_pairs.py works that out), both kinds are
+    there, and no paper is left marked."""
     conn = sqlite3.connect(db)
     try:
         heads, low = search_pairs.heads_of(conn), search_pairs.low_of(conn)
-        rows = conn.execute("SELECT id, title, abstract, authors FROM papers WHERE id >= ?", (low,)).fetchall()
-        texts = search_pairs.pair_texts([str(x) for r in rows for x in r[1:]], heads, default_tokenizer())
-        expected: dict[str, int] = {}
-        for text in texts:
-            for token in text.split():
-                expected[token] = expected.get(token, 0) + 1
-        conn.execute("CREATE VIRTUAL TABLE temp.pv USING fts5vocab(main, search_pairs, 'row')")
-        held = dict(conn.execute("SELECT term, doc FROM temp.pv").fetchall())
+        held, expected = tokens_held_and_expected(conn)
+        prefixed = {t for t in expected if t.startswith("_")}
+        top = conn.execute("SELECT max(id) FROM papers").fetchone()[0]
         marked = conn.execute("SELECT count(*) FROM search_pairs_dirty").fetchone()[0]
-        return bool(heads) and bool(expected) and held == expected and marked == 0
+        return (bool(heads.words) and bool(heads.prefixes) and low < heads.prefix_low == top - 149
+                and bool(prefixed) and len(prefixed) < len(expected) and held == expected and marked == 0)
     finally:
         conn.close()
 
@@ -222,7 +223,7 @@ def test_a_kill_while_the_pair_index_is_rebuilt_leaves_it_as_it_was_and_a_rerun_
     conn = sqlite3.connect(db)
     try:  # every paper stored and still marked; no head words, nothing covered: the rebuild rolled back whole
         assert conn.execute("SELECT count(*) FROM search_pairs_dirty").fetchone()[0] == 400
-        assert not search_pairs.heads_of(conn)
+        assert search_pairs.heads_of(conn) == search_pairs.Heads(frozenset())
         assert search_pairs.low_of(conn) == 1
         conn.execute("CREATE VIRTUAL TABLE temp.pv USING fts5vocab(main, search_pairs, 'row')")
         assert conn.execute("SELECT count(*) FROM temp.pv").fetchone()[0] == 0

@@ -28,18 +28,54 @@ pair_queries = st.tuples(
     st.sampled_from(["", "", "ti:", "au:", "abs:"]), st.sampled_from(PHRASE_WORDS), st.sampled_from(PHRASE_WORDS),
     st.one_of(st.none(), st.sampled_from(DAYS)),
 ).map(lambda t: f'{t[0]}"{t[1]} {t[2]}"' + ("" if t[3] is None else f" since:{t[3].isoformat()}"))
+prefix_queries = st.tuples(
+    st.sampled_from(["", "", "", "ti:"]), st.sampled_from([w for w in PHRASE_WORDS if len(w) > 1]),
+    st.integers(min_value=2, max_value=7),
+    st.one_of(st.none(), st.sampled_from(DAYS)),
+).map(lambda t: f"{t[0]}{t[1][:t[2]]}*" + ("" if t[3] is None else f" since:{t[3].isoformat()}"))
 
 
-def rebuild(stores: Stores, *, window: int, min_docs: int = 1) -> int:
-    """The pair index rebuilt as a backfill's end does it, with heads down to `min_docs` papers."""
+def rebuild(stores: Stores, *, window: int, min_docs: int = 1, prefix_terms: int = 0,
+            prefix_window: int | None = None) -> int:
+    """The pair index rebuilt as a backfill's end does it, with head words down to `min_docs` papers and head
+    prefixes down to more than `prefix_terms` terms, over the `prefix_window` newest papers (all of `window`)."""
     conn = open_sync(stores.db.path, migrate=False)
     try:
         with (mock.patch.object(search_pairs, "PAIR_HEAD_MIN", min_docs),
-              mock.patch.object(search_pairs, "PAIR_HEAD_SHARE", 0.0)):
+              mock.patch.object(search_pairs, "PAIR_HEAD_SHARE", 0.0),
+              mock.patch.object(search_pairs, "PREFIX_HEAD_TERMS", prefix_terms)):
             conn.execute("BEGIN IMMEDIATE")
-            n = search_pairs.rebuild_sync(conn, window=window)
+            n = search_pairs.rebuild_sync(conn, window=window, prefix_window=prefix_window or window)
             conn.execute("COMMIT")
         return n
+    finally:
+        conn.close()
+
+
+def tokens_held_and_expected(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """The index's tokens with their numbers of papers (fts5vocab), and what they should be: the head-word pairs of
+    every paper from the low mark up and the head prefixes of every paper from the prefix low mark up."""
+    heads, low = search_pairs.heads_of(conn), search_pairs.low_of(conn)
+    rows = conn.execute("SELECT id, title, abstract, authors FROM papers WHERE id >= ?", (low,)).fetchall()
+    texts = search_pairs.pair_texts([str(x or "") for r in rows for x in r[1:]], heads, default_tokenizer(),
+                                    [r[0] >= heads.prefix_low for r in rows])
+    expected: dict[str, int] = {}
+    for text in texts:
+        for token in text.split():
+            expected[token] = expected.get(token, 0) + 1
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.pv USING fts5vocab(main, search_pairs, 'row')")
+    return dict(conn.execute("SELECT term, doc FROM temp.pv").fetchall()), expected
+
+
+def folded_index_agrees(stores: Stores) -> bool:
+    """After folding every mark in, the index holds exactly what tokens_held_and_expected works out."""
+    conn = open_sync(stores.db.path, migrate=False)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        search_pairs.fold_sync(conn)
+        conn.execute("COMMIT")
+        held, expected = tokens_held_and_expected(conn)
+        return held == expected
     finally:
         conn.close()
 
@@ -72,26 +108,33 @@ def check(loop: asyncio.AbstractEventLoop, stores: Stores, corpus: list[Paper], 
     assert [h.paper.arxiv_id for h in recent.hits] == want_recent, query.text
 
 
-@given(before=corpora(), corpus=corpora(), texts=st.lists(pair_queries, min_size=1, max_size=4),
+@given(before=corpora(), corpus=corpora(), texts=st.lists(st.one_of(pair_queries, prefix_queries), min_size=1,
+                                                          max_size=4),
        pairs_window=st.integers(min_value=1, max_value=30), min_docs=st.integers(min_value=1, max_value=4),
+       prefix_window=st.integers(min_value=1, max_value=30), prefix_terms=st.sampled_from([0, 1, 3]),
        window=st.integers(min_value=1, max_value=6), newest=st.integers(min_value=1, max_value=30))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-def test_phrases_from_the_pair_index_match_the_reference(
+def test_phrases_and_prefixes_from_the_pair_index_match_the_reference(
         sync_stores: tuple[asyncio.AbstractEventLoop, Stores], before: list[Paper], corpus: list[Paper],
-        texts: list[str], pairs_window: int, min_docs: int, window: int, newest: int) -> None:
+        texts: list[str], pairs_window: int, min_docs: int, prefix_window: int, prefix_terms: int, window: int,
+        newest: int) -> None:
     loop, stores = sync_stores
     # Built over one corpus, then every paper deleted and another stored under the same ids: the search folds
     # the marks in first (old tokens out, new in), over a window of the newest ids only.
     loop.run_until_complete(_load(stores, before))
-    rebuild(stores, window=pairs_window, min_docs=min_docs)
+    built = {"window": pairs_window, "min_docs": min_docs, "prefix_terms": prefix_terms,
+             "prefix_window": min(prefix_window, pairs_window)}
+    rebuild(stores, **built)
     ids = loop.run_until_complete(_load(stores, corpus))
     for text in texts:
         check(loop, stores, corpus, ids, parse(text, today=TODAY), window, newest)
+    assert folded_index_agrees(stores)  # deleted papers' tokens went with them, even those no query asked for
     # And built over this corpus itself.
-    rebuild(stores, window=pairs_window, min_docs=min_docs)
+    rebuild(stores, **built)
     for text in texts:
         check(loop, stores, corpus, ids, parse(text, today=TODAY), window, newest)
+    assert folded_index_agrees(stores)
 
 
 def _paper(i: int, title: str, abstract: str, authors: tuple[str, ...] = ("Ada Lovelace",), version: int = 1) -> Paper:
@@ -237,7 +280,7 @@ def test_an_existing_database_gets_the_pair_index_empty_and_a_rebuild_fills_it(t
         with mock.patch.object(search_pairs, "PAIR_HEAD_MIN", 1):
             assert search_pairs.refresh_sync(conn) == 1
         assert search_pairs.low_of(conn) == 1
-        assert search_pairs.heads_of(conn) == {"graph", "neural"}
+        assert search_pairs.heads_of(conn).words == {"graph", "neural"}
         got = conn.execute("SELECT rowid FROM search_pairs WHERE search_pairs MATCH 'graph_neural'").fetchall()
         assert got == [(1,)]
     finally:
@@ -281,3 +324,54 @@ def test_a_fold_changes_nothing_below_the_low_mark(sync_stores: tuple[asyncio.Ab
     assert _ids(loop, stores, '"neural graph"') == ["2611.00001"]
 
 
+
+
+def test_a_head_prefix_is_read_from_the_pair_index_and_follows_changes(
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = sync_stores
+    corpus = [_paper(1, "Graphs", "graphical models"), _paper(2, "Spin", "spin glasses", authors=("Grace Hopper",)),
+              _paper(3, "Flows", "normalising flows"), _paper(4, "Graph flows", "flows on graphs")]
+    loop.run_until_complete(stores.papers.upsert(corpus, source="arxiv", seen_at=NOW))
+    prefix = parse("gra*", today=TODAY)
+    assert not served_by_pairs(stores, loop, prefix)  # no heads yet: FTS5 answers
+    assert _ids(loop, stores, "gra*") == ["2611.00001", "2611.00002", "2611.00004"]  # Grace: authors count
+    assert rebuild(stores, window=10, prefix_terms=1, prefix_window=2) == 4  # gr (grace, graph...), gra, ...
+    assert served_by_pairs(stores, loop, prefix)
+    assert not served_by_pairs(stores, loop, parse("ti:gra*", today=TODAY))  # a column: FTS5
+    assert not served_by_pairs(stores, loop, parse("flo*", today=TODAY))  # one term only (flow): no head
+    # Papers 3 and 4 from the index, 1 and 2 through FTS5 below its window: the same papers, and counted.
+    assert _ids(loop, stores, "gra*") == ["2611.00001", "2611.00002", "2611.00004"]
+    res = loop.run_until_complete(stores.papers.search(prefix, limit=1, count=True))
+    assert [h.paper.arxiv_id for h in res.hits] == ["2611.00004"] and res.total == 3  # a title match ranks first
+    # A prefix found often enough in the window never expands its terms for FTS5.
+    with (mock.patch.object(search_index, "CANDIDATES", 1),
+          mock.patch.object(search_index.SearchPlanner, "_expansions", side_effect=AssertionError)):
+        res = loop.run_until_complete(stores.papers.search(prefix, limit=1))
+    assert [h.paper.arxiv_id for h in res.hits] == ["2611.00004"]
+    # Changed and deleted papers are folded in by the next search.
+    loop.run_until_complete(stores.papers.upsert(
+        [_paper(4, "Flows", "flows on manifolds", version=2)], source="arxiv", seen_at=NOW))
+    assert _ids(loop, stores, "gra*") == ["2611.00001", "2611.00002"]
+    assert served_by_pairs(stores, loop, prefix)
+    loop.run_until_complete(stores.papers.upsert([_paper(5, "Gradients", "x")], source="arxiv", seen_at=NOW))
+    loop.run_until_complete(_delete(stores, "2611.00002"))
+    assert _ids(loop, stores, "gra*") == ["2611.00001", "2611.00005"]
+    assert folded_index_agrees(stores)
+
+
+def test_head_prefixes_are_the_ascii_prefixes_of_many_terms(tmp_path: object) -> None:
+    from pathlib import Path
+
+    conn = open_sync(Path(str(tmp_path)) / "h.db")
+    try:
+        conn.execute("INSERT INTO papers(arxiv_id, title, abstract, first_seen, last_seen) "
+                     "VALUES ('2611.00001', 'spin spins spinor spintronics', 'über überall', 'x', 'x')")
+        with mock.patch.object(search_pairs, "PREFIX_HEAD_TERMS", 1):
+            _, prefixes = search_pairs.choose_heads(conn)
+        # The terms: spin (and spins), spinor, spintron; uber, uberal. Longer prefixes have one term or none.
+        assert sorted(prefixes) == ["sp", "spi", "spin", "ub", "ube", "uber"]
+    finally:
+        conn.close()
+    assert search_pairs.prefix_token(parse("Über*", today=TODAY).root) == "_uber"  # type: ignore[arg-type]
+    assert search_pairs.prefix_token(parse("ti:spin*", today=TODAY).root) is None  # type: ignore[arg-type]
+    assert search_pairs.prefix_token(parse('"spin glass"*', today=TODAY).root) is None  # type: ignore[arg-type]
