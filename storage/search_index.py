@@ -37,7 +37,9 @@ How it is computed (none of it changes what matches or the order):
   with only their terms (`Compiled.tiers`), and the rest only if that finds too few.
 - A phrase of two common words is read from the pair index (storage.search_pairs, migration 005) for the papers
   it covers (the newest), and from FTS5 below them: FTS5 decodes both words' position lists, 2-4 ms at 100k
-  papers even for 200 matches, where the pair index reads one doclist.
+  papers even for 200 matches, where the pair index reads one doclist. So is a prefix of many terms on its
+  own (`spi*`: one token `_spi` per paper), where the tiers above still set up 100-400 terms (1-2.5 ms); it is
+  expanded for FTS5 only if the newest papers the index covers hold too few candidates (Compiled.lazy).
 - A search runs whole on a search connection's worker thread, in one read transaction (one snapshot).
 """
 
