@@ -80,6 +80,7 @@ SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); 
 # real arXiv vocabulary has millions of terms, so they are cleared and refilled from search_vocab as needed).
 TERM_CACHE = 100_000
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
+FTS_SCORED_TERMS = 16  # prefixes of at most this many terms are scored by FTS5 like words (_scored_by_fts)
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
 CATEGORY_END = "0"  # every category index token ends with it (bot.text.category_token)
@@ -386,6 +387,9 @@ class Compiled:
     # With `pairs` for a prefix: `match` is FTS5's own prefix query (exact, slow); where FTS5 is read, below
     # `pairs_low`, the expansion replaces it, worked out then (a broad prefix never needs it).
     lazy: bool = False
+    # For a query whose prefixes expand to few terms: per (positive word or prefix, column) its MATCH limited to
+    # the column and the weight, for scoring by FTS5 (SearchPlanner._scored_by_fts).
+    scored: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,8 +468,10 @@ class SearchPlanner:
             return indexed
         expansions = self._expansions(query)
         full = self._expanded(query, expansions)
-        if isinstance(full, _Nothing) or not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
+        if isinstance(full, _Nothing):
             return full
+        if not top or not any(e and len(e) > TIER_TERMS for e in expansions.values()):
+            return replace(full, scored=self._scored_by_fts(query, expansions))
         todo = tuple(sorted({(t, str(self._verified[t][0])) for e in expansions.values() if e and len(e) > TIER_TERMS
                              for t, last in e if last is None and self._verified[t][0] is not None}))
         if todo and not stale_ok:
@@ -492,6 +498,26 @@ class SearchPlanner:
         Compiler(lambda p: None, self.tok, self._verified).verify([t for e in expansions.values() if e for t, _ in e])
         expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
         return _compiled(expand.compile(query.root))
+
+    def _scored_by_fts(self, query: Query, expansions: Expansions) -> tuple[tuple[str, float], ...] | None:
+        """Compiled.scored, where every prefix of a query without phrases expands to a few terms: FTS5 then scores
+        them as cheaply as words (a title match is one of the terms in the title), where tokenising the
+        candidates' titles cost more (measured: first-sight median of the bench's prefixes 1.0 against 1.2-1.5
+        ms). FTS5's own prefix query would read every term's whole doclist: the expansion is asked for."""
+        if any(e is None or len(e) > FTS_SCORED_TERMS for e in expansions.values()) or any(
+                isinstance(leaf, Term) and len(leaf.tokens) > 1 for leaf in query.terms()):
+            return None
+        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
+        scored: list[tuple[str, float]] = []
+        for leaf in query.terms():
+            if not isinstance(leaf, Term):
+                continue
+            for column, weight in _WEIGHTS:
+                if leaf.column in (None, column):
+                    match = expand.compile(replace(leaf, column=column))
+                    if isinstance(match, str):  # else no stored term: the leaf scores nothing
+                        scored.append((match, weight))
+        return tuple(scored)
 
     def _with_prefix(self, root: Node, stale_ok: bool) -> Compiled | PairsFirst | None:
         """A head prefix alone is read from the pair index where it covers the papers (like a phrase in
@@ -563,8 +589,8 @@ class SearchPlanner:
         leaves = _scored_leaves(query) if order == "rank" else []
         # Scoring by text avoids re-running a dear MATCH (a phrase, a prefix of many terms); for words alone the
         # two FTS5 queries per word are cheaper than tokenising candidates that are rarely the same twice.
-        by_text = bool(leaves) and SCORE_BY != "fts" and (SCORE_BY == "text" or any(
-            isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1) for leaf in query.terms()))
+        by_text = bool(leaves) and SCORE_BY != "fts" and (SCORE_BY == "text" or (compiled.scored is None and any(
+            isinstance(leaf, Term) and (leaf.prefix or len(leaf.tokens) > 1) for leaf in query.terms())))
         if order != "rank":
             cols = "papers_fts.rowid, p.published"
         elif by_text:
@@ -637,7 +663,7 @@ class SearchPlanner:
                     [str(text or "") for r in rows for text in (r[1], r[2])], _scored_tokens(query), SEP)
                 scores = dict(zip([int(r[0]) for r in rows], _scores(leaves, joined[0::2], joined[1::2]), strict=True))
             else:
-                scores = self._scores_by_fts(query, match, [int(r[0]) for r in rows])
+                scores = self._scores_by_fts(query, match, [int(r[0]) for r in rows], compiled.scored)
             scored = sorted(scores.items(), key=lambda x: (-x[1], -x[0])) + [(int(r[0]), 0.0) for r in tail]
             rows += tail
         else:
@@ -674,24 +700,23 @@ class SearchPlanner:
         low = top - RECENT_PAPERS + 1
         return low if low > floor else None
 
-    def _scores_by_fts(self, query: Query, match: str, ids: list[int]) -> dict[int, float]:
+    def _scores_by_fts(self, query: Query, match: str, ids: list[int],
+                       scored: Sequence[tuple[str, float]] | None = None) -> dict[int, float]:
         """The same scores from FTS5: per (leaf, column), the candidates that also match the leaf limited to the
-        column, over the candidates' id range (FTS5 skips through the doclists)."""
+        column (`scored`, or each leaf as to_fts makes it), over the candidates' id range (FTS5 skips through the
+        doclists)."""
         scores = dict.fromkeys(ids, 0.0)
         if not ids:
             return scores
-        for leaf in query.terms():
-            if not isinstance(leaf, Term):
-                continue
-            for column, weight in _WEIGHTS:
-                if leaf.column not in (None, column):
-                    continue
-                rows = self._all(
-                    "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ? AND rowid <= ?",
-                    (f"({match}) AND ({to_fts(replace(leaf, column=column))})", min(ids), max(ids)))
-                for r in rows:
-                    if int(r[0]) in scores:
-                        scores[int(r[0])] += weight
+        if scored is None:
+            scored = [(to_fts(replace(leaf, column=column)), weight) for leaf in query.terms()
+                      if isinstance(leaf, Term) for column, weight in _WEIGHTS if leaf.column in (None, column)]
+        for leaf_match, weight in scored:
+            rows = self._all("SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ? AND rowid <= ?",
+                             (f"({match}) AND ({leaf_match})", min(ids), max(ids)))
+            for r in rows:
+                if int(r[0]) in scores:
+                    scores[int(r[0])] += weight
         return scores
 
     def _expansions(self, query: Query) -> Expansions:

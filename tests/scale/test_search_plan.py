@@ -150,6 +150,29 @@ def test_a_prefix_nothing_starts_with_finds_nothing(sync_stores: tuple[asyncio.A
     assert [h.paper.arxiv_id for h in res.hits] == ["2611.00001"]
 
 
+def test_a_prefix_of_few_terms_is_scored_by_fts5_with_its_terms(
+        sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
+    loop, stores = sync_stores
+    corpus = [Paper("2611.00001", "Flows", "x", authors=("Grace Hopper",)),  # an author starts with gra
+              Paper("2611.00002", "Gradients", "x", authors=("Ada Lovelace",)),  # a title word does
+              Paper("2611.00003", "Flows", "gradual graphs", authors=("Ada Lovelace",)),  # only the abstract
+              Paper("2611.00004", "Graded flows", "x", authors=("Grace Hopper",))]  # both
+    ids = loop.run_until_complete(_load(stores, corpus))
+    query = parse("gra*", today=TODAY)
+    res = loop.run_until_complete(stores.papers.search(query, limit=10))  # folds the new papers' terms in
+    conn = open_sync(stores.db.path, migrate=False)
+    try:
+        compiled = search_index.SearchPlanner(conn).compile(query)
+    finally:
+        conn.close()
+    assert isinstance(compiled, search_index.Compiled) and compiled.scored is not None
+    assert len(compiled.scored) == 2 and all('"' in m and "*" not in m for m, _ in compiled.scored)  # the terms
+    assert [h.paper.arxiv_id for h in res.hits] == ["2611.00004", "2611.00002", "2611.00001", "2611.00003"]
+    assert [h.score for h in res.hits] == [13.0, 10.0, 3.0, 0.0]
+    docs = dict(zip([p.arxiv_id for p in corpus], docs_of(corpus), strict=True))
+    assert [h.paper.arxiv_id for h in res.hits] == reference_ranking(query, ids, docs, 10**6)
+
+
 def test_prefix_sees_words_of_papers_stored_after_the_vocabulary_was_built(
         sync_stores: tuple[asyncio.AbstractEventLoop, Stores]) -> None:
     loop, stores = sync_stores
