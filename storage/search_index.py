@@ -627,6 +627,8 @@ class SearchPlanner:
         def fetch(tier_match: str, low: int, high: int, most: int) -> list[Any]:
             """Matches with ids in [low, high], newest first, at most `most`."""
             got: list[Any] = []
+            if most <= 0:
+                return got  # (a LIMIT below 0 is no limit in SQLite)
             for table, part_match, part_low, part_high in parts(tier_match, low, high):
                 got += self._all(sql.replace("papers_fts", table),  # the same statement over that table
                                  [part_match, part_low, part_high, *params[3:], most - len(got)])
