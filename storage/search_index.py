@@ -80,7 +80,7 @@ SCORE_BY: str | None = None  # "text" or "fts" forces a way of scoring (tests); 
 # real arXiv vocabulary has millions of terms, so they are cleared and refilled from search_vocab as needed).
 TERM_CACHE = 100_000
 MAX_EXPANSION = 4000  # a prefix covering more terms than this runs as a native FTS5 prefix query
-FTS_SCORED_TERMS = 16  # prefixes of at most this many terms are scored by FTS5 like words (_scored_by_fts)
+FTS_SCORED_TERMS = 64  # prefixes of at most this many terms (TIER_TERMS) are scored by FTS5 like words (_scored_by_fts)
 DIRTY_REBUILD = 20_000  # more papers than this with unindexed terms: rebuild search_vocab from FTS5 in bulk
 _TOP = "\U0010ffff"
 CATEGORY_END = "0"  # every category index token ends with it (bot.text.category_token)
