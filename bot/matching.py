@@ -735,25 +735,35 @@ class Matcher:
         authors: dict[str, int] = {}
         cats: dict[str, int] = {}
         get, tget, aget = anyb.get, titles.get, authors.get
-        known = self._raw_known.issuperset
         token = self._raw_token
         whole: list[int] = []
+        words: list[tuple[list[str], list[str], list[str]] | None] = []
         for i, p in enumerate(papers):
             bit = 1 << i
             for c in category_token_list(p.categories):
                 cats[c] = cats.get(c, 0) | bit
             texts = (p.title, p.abstract, authors_text(p.authors))
-            if not (texts[0].isascii() and texts[1].isascii() and texts[2].isascii()):
+            if texts[0].isascii() and texts[1].isascii() and texts[2].isascii():
+                t, a, au = (x.translate(_ASCII_FOLD).split() for x in texts)
+                words.append((t, a, au))
+            else:
+                words.append(None)
+                whole.append(i)
+        # Words not met before, for the whole batch in one C-level pass (issuperset per text copied each text
+        # into a set: 34 ms of a batch).
+        fresh = set().union(*[x for trio in words if trio is not None for x in trio]).difference(self._raw_known)
+        if fresh:
+            self._classify(fast, fresh)
+        needed = self._raw_needed.intersection
+        odd = self._raw_odd
+        for i, trio in enumerate(words):
+            if trio is None:
+                continue
+            t, a, au = trio
+            if odd and not (odd.isdisjoint(a) and odd.isdisjoint(t) and odd.isdisjoint(au)):
                 whole.append(i)
                 continue
-            t, a, au = (x.translate(_ASCII_FOLD).split() for x in texts)
-            if not (known(a) and known(t) and known(au)):
-                self._classify(fast, {*t, *a, *au})
-            if self._raw_odd and not (self._raw_odd.isdisjoint(a) and self._raw_odd.isdisjoint(t)
-                                      and self._raw_odd.isdisjoint(au)):
-                whole.append(i)
-                continue
-            needed = self._raw_needed.intersection
+            bit = 1 << i
             ht, hau = needed(t), needed(au)
             hits = needed(a)
             hits |= ht
