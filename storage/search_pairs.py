@@ -28,12 +28,11 @@ stored beside the head words, as `spi*`.
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress, pairwise
+from itertools import compress, count, pairwise
 from operator import and_, itemgetter
 from typing import Any
 
@@ -233,20 +232,21 @@ def choose_heads(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
     papers = int(conn.execute("SELECT count(*) FROM papers").fetchone()[0])
     floor = max(PAIR_HEAD_MIN, PAIR_HEAD_SHARE * papers)
     words: list[str] = []
-    terms: list[str] = []
+    terms: list[str] = []  # ASCII ones only: a head prefix is ASCII, and which are heads changes only speed
     for term, docs in conn.execute(f"SELECT term, doc FROM {VOCAB_TABLE}"):
-        terms.append(str(term))
-        if docs >= floor and _plain(terms[-1]):
-            words.append(terms[-1])
+        if _plain(term := str(term)):
+            terms.append(term)
+            if docs >= floor:
+                words.append(term)
     prefixes: list[str] = []
-    for k in itertools.count(2):
+    for k in count(2):
         # Counted in C, a length at a time (a term shorter than k counts as itself and is no k-prefix); no k-prefix
         # over the bar means no longer one either.
-        counts = collections.Counter(map(itemgetter(slice(0, k)), terms))
+        counts = Counter(map(itemgetter(slice(0, k)), terms))
         found = [p for p, n in counts.items() if n > PREFIX_HEAD_TERMS and len(p) == k]
         if not found:
             break
-        prefixes += (p for p in found if _plain(p))
+        prefixes += found
     return words, prefixes
 
 
