@@ -26,7 +26,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from datetime import date
 from itertools import chain, repeat
-from typing import overload
 
 from bot.models import Paper
 from bot.query import Category, Doc, Node, Not, Or, Query, Term, term_matches
@@ -226,32 +225,6 @@ def docs_of(papers: Sequence[Paper], tokenizer: Tokenizer | None = None) -> list
     return out
 
 
-class _LazyDocs(Sequence[Doc]):
-    """The papers' Docs, each tokenised the first time it is asked for (a phrase or a tree looks at a few)."""
-
-    def __init__(self, papers: Sequence[Paper], tokenizer: Tokenizer | None) -> None:
-        self._papers = papers
-        self._tok = tokenizer
-        self._docs: dict[int, Doc] = {}
-
-    def __len__(self) -> int:
-        return len(self._papers)
-
-    @overload
-    def __getitem__(self, i: int) -> Doc: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Doc]: ...
-
-    def __getitem__(self, i: int | slice) -> Doc | Sequence[Doc]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        doc = self._docs.get(i)
-        if doc is None:
-            doc = self._docs[i] = docs_of([self._papers[i]], self._tok)[0]
-        return doc
-
-
 @dataclass(frozen=True, slots=True)
 class Standing:
     """A standing query with an owner-defined key (subscription id, channel key)."""
@@ -430,7 +403,6 @@ class Batch:
                 cats[c] = cats.get(c, 0) | bit
         self.anyb = anyb
         self.cats = cats
-        self.days = [d.day for d in docs]
         self._sorted: list[str] | None = None
         self._column_sets: dict[tuple[int, str], frozenset[str]] = {}
         self._cache: dict[object, int] = {}
@@ -506,21 +478,12 @@ class Batch:
             cand ^= low
         return out
 
-    @classmethod
-    def of_parts(cls, docs: Sequence[Doc], anyb: dict[str, int], column_bits: dict[str, dict[str, int]],
-                 cats: dict[str, int], days: list[date | None]) -> Batch:
-        """A batch whose bitsets are already worked out (Matcher.batch_papers); `docs` may tokenise lazily."""
-        batch = cls([])
-        batch.docs, batch.n, batch.full = docs, len(docs), (1 << len(docs)) - 1
-        batch.anyb, batch._column_bits, batch.cats, batch.days = anyb, column_bits, cats, days
-        return batch
-
     def since(self, day: date) -> int:
         b = self._since.get(day)
         if b is None:
             b = 0
-            for i, d in enumerate(self.days):
-                if d is not None and d >= day:
+            for i, d in enumerate(self.docs):
+                if d.day is not None and d.day >= day:
                     b |= 1 << i
             self._since[day] = b
         return b
@@ -674,12 +637,6 @@ class Matcher:
         self._prefixes = prefixes
         self._prefix_lengths = sorted({len(p) for p in prefixes})
         self._not_needed: set[str] = set()
-        # Raw ASCII words (folded, split, not stemmed) met in papers: all of them, those whose token some leaf asks
-        # about (with it), and any FTS5 does not make one token of (none, tested; a paper with one goes whole).
-        self._raw_known: set[str] = set()
-        self._raw_needed: set[str] = set()
-        self._raw_token: dict[str, str] = {}
-        self._raw_odd: set[str] = set()
         self._shapes: dict[tuple[int, int], Columns] = {}  # plans that are one conjunction
         self._or_shapes: dict[tuple[int, int], Columns] = {}  # rows of plans that are several (OR-ed)
         leaf_id = self._leaf_id
@@ -716,99 +673,6 @@ class Matcher:
 
     def batch(self, docs: Sequence[Doc]) -> Batch:
         return Batch(docs, self._needed)
-
-    def batch_papers(self, papers: Sequence[Paper], tokenizer: Tokenizer | None = None) -> Batch:
-        """The batch of these papers, without tokenising them into streams first.
-
-        A leaf asks only whether a word is in a paper (its positions only for a phrase, where both words are),
-        and words rather than streams are what cost: stemming every word of 1,000 abstracts through the stem
-        cache, then intersecting each paper's stems with the words leaves name, was about half of matching.
-        So an ASCII text is folded and split as FastTokenizer does, and its raw words are intersected, at C
-        speed, with the raw words known to stem to a named word; a raw word is stemmed and classified once,
-        the first time a paper has it. A paper with a non-ASCII text goes through the tokenizer whole; a
-        paper's token streams are made only if a phrase or a tree asks for them (`_LazyDocs`)."""
-        fast = fast_tokenizer(tokenizer)
-        if len(self._raw_known) > _STEM_CACHE_MAX:  # bounded like the stem cache; refilled as papers come
-            self._raw_known, self._raw_needed, self._raw_token, self._raw_odd = set(), set(), {}, set()
-        anyb: dict[str, int] = {}
-        titles: dict[str, int] = {}
-        authors: dict[str, int] = {}
-        cats: dict[str, int] = {}
-        get, tget, aget = anyb.get, titles.get, authors.get
-        token = self._raw_token
-        whole: list[int] = []
-        words: list[tuple[list[str], list[str], list[str]] | None] = []
-        for i, p in enumerate(papers):
-            bit = 1 << i
-            for c in category_token_list(p.categories):
-                cats[c] = cats.get(c, 0) | bit
-            texts = (p.title, p.abstract, authors_text(p.authors))
-            if texts[0].isascii() and texts[1].isascii() and texts[2].isascii():
-                t, a, au = (x.translate(_ASCII_FOLD).split() for x in texts)
-                words.append((t, a, au))
-            else:
-                words.append(None)
-                whole.append(i)
-        # Words not met before, for the whole batch in one C-level pass (issuperset per text copied each text
-        # into a set: 34 ms of a batch).
-        fresh = set().union(*[x for trio in words if trio is not None for x in trio]).difference(self._raw_known)
-        if fresh:
-            self._classify(fast, fresh)
-        needed = self._raw_needed.intersection
-        odd = self._raw_odd
-        for i, trio in enumerate(words):
-            if trio is None:
-                continue
-            t, a, au = trio
-            if odd and not (odd.isdisjoint(a) and odd.isdisjoint(t) and odd.isdisjoint(au)):
-                whole.append(i)
-                continue
-            bit = 1 << i
-            ht, hau = needed(t), needed(au)
-            hits = needed(a)
-            hits |= ht
-            hits |= hau
-            for w in hits:
-                tok = token[w]
-                anyb[tok] = get(tok, 0) | bit
-            for w in ht:
-                tok = token[w]
-                titles[tok] = tget(tok, 0) | bit
-            for w in hau:
-                tok = token[w]
-                authors[tok] = aget(tok, 0) | bit
-        docs = _LazyDocs(papers, tokenizer)
-        for i in whole:
-            d = docs[i]
-            bit = 1 << i
-            keep = self._needed(set(chain(d.title, d.abstract, d.authors)))
-            for tok in keep:
-                anyb[tok] = get(tok, 0) | bit
-            for tok in keep.intersection(d.title):
-                titles[tok] = tget(tok, 0) | bit
-            for tok in keep.intersection(d.authors):
-                authors[tok] = aget(tok, 0) | bit
-        return Batch.of_parts(docs, anyb, {"title": titles, "authors": authors}, cats,
-                              [p.published for p in papers])
-
-    def _classify(self, fast: FastTokenizer, words: set[str]) -> None:
-        """Stem raw words not met before, and note those with a token some leaf can ask about."""
-        fresh = words.difference(self._raw_known)
-        stems, odd = fast.stems, fast.odd  # these dicts even if _learn starts new ones
-        learnt, _ = fast._learn(fresh.difference(stems).difference(odd))
-        tokens: dict[str, str] = {}
-        for w in fresh:
-            tok = stems.get(w) or learnt.get(w)
-            if tok is None:
-                self._raw_odd.add(w)
-            else:
-                tokens[w] = tok
-        needed = self._needed(set(tokens.values()))
-        for w, tok in tokens.items():
-            if tok in needed:
-                self._raw_token[w] = tok
-                self._raw_needed.add(w)
-        self._raw_known.update(fresh)
 
     def _leaf_bits(self, batch: Batch) -> list[int]:
         """Every leaf's bitset for this batch, by leaf id."""
@@ -955,7 +819,7 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
 
 
 def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
-    hits, lb = m._run(m.batch_papers(papers, tokenizer))
+    hits, lb = m._run(m.batch(docs_of(papers, tokenizer)))
     out: list[tuple[Sequence[str], Found]] = []
     all_groups, groups_of, some_of = m._groups, m.groups, m._some_of
     for pid, b in hits:
