@@ -444,7 +444,7 @@ class SearchPlanner:
         """The ranked page, or the write it needs first. `stale_ok`: run without that write (after it failed:
         another process holds the write lock), on FTS5's own prefix query or phrase, slower but exact."""
         compiled = self.compile(query, stale_ok=stale_ok)
-        if isinstance(compiled, FoldFirst | LastsFirst | PairsFirst):
+        if isinstance(compiled, WriteFirst):
             return compiled
         if isinstance(compiled, _Nothing):  # a prefix that no stored word starts with
             return Ranked([], 0 if count else None)
@@ -495,9 +495,13 @@ class SearchPlanner:
         """The query's MATCH with every prefix expanded to its stored terms (or FTS5's own where there are too
         many)."""
         assert query.root is not None
-        Compiler(lambda p: None, self.tok, self._verified).verify([t for e in expansions.values() if e for t, _ in e])
-        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
+        expand = self._expander(expansions)
+        expand.verify([t for e in expansions.values() if e for t, _ in e])
         return _compiled(expand.compile(query.root))
+
+    def _expander(self, expansions: Expansions) -> Compiler:
+        """A compiler that expands each prefix to its stored terms, over this connection's term caches."""
+        return Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
 
     def _scored_by_fts(self, query: Query, expansions: Expansions) -> tuple[tuple[str, float], ...] | None:
         """Compiled.scored, where every prefix of a query without phrases expands to a few terms: FTS5 then scores
@@ -507,16 +511,12 @@ class SearchPlanner:
         if any(e is None or len(e) > FTS_SCORED_TERMS for e in expansions.values()) or any(
                 isinstance(leaf, Term) and len(leaf.tokens) > 1 for leaf in query.terms()):
             return None
-        expand = Compiler(lambda p: _terms(expansions.get(p)), self.tok, self._verified, self._quoted)
+        expand = self._expander(expansions)
         scored: list[tuple[str, float]] = []
-        for leaf in query.terms():
-            if not isinstance(leaf, Term):
-                continue
-            for column, weight in _WEIGHTS:
-                if leaf.column in (None, column):
-                    match = expand.compile(replace(leaf, column=column))
-                    if isinstance(match, str):  # else no stored term: the leaf scores nothing
-                        scored.append((match, weight))
+        for leaf, column, weight in _scoring_columns(query):
+            match = expand.compile(replace(leaf, column=column))
+            if isinstance(match, str):  # else no stored term: the leaf scores nothing
+                scored.append((match, weight))
         return tuple(scored)
 
     def _with_prefix(self, root: Node, stale_ok: bool) -> Compiled | PairsFirst | None:
@@ -530,9 +530,15 @@ class SearchPlanner:
         if low is None or not head:
             return None
         if marked:
-            many = self._one(COUNT_MARKED, (int(low), PAIR_DIRTY_MAX + 1))[0] > PAIR_DIRTY_MAX
-            return None if stale_ok or many else PairsFirst()
+            return self._fold_first(int(low), stale_ok)
         return Compiled(leaf_fts(root), pairs=_quote(token), pairs_low=int(low), lazy=True)
+
+    def _fold_first(self, low: int, stale_ok: bool) -> PairsFirst | None:
+        """For papers marked for the pair index: fold them in first (PairsFirst), or None to read FTS5 instead,
+        without the write lock (`stale_ok`) or with more marks than a search should fold (a backfill or a harvest
+        is storing them; its end rebuilds the pair index, storage.search_pairs.refresh_sync)."""
+        many = self._one(COUNT_MARKED, (low, PAIR_DIRTY_MAX + 1))[0] > PAIR_DIRTY_MAX
+        return None if stale_ok or many else PairsFirst()
 
     def _with_pairs(self, root: Node, compiled: Compiled | _Nothing,
                     stale_ok: bool) -> Compiled | _Nothing | WriteFirst:
@@ -546,10 +552,8 @@ class SearchPlanner:
         if low is None or int(heads) < len(set(root.tokens)):
             return compiled
         if marked:
-            # More marked papers than a search should fold (a backfill or a harvest is storing them): FTS5
-            # answers until its end rebuilds the pair index (storage.search_pairs.refresh_sync).
-            many = self._one(COUNT_MARKED, (int(low), PAIR_DIRTY_MAX + 1))[0] > PAIR_DIRTY_MAX
-            return compiled if stale_ok or many else PairsFirst()
+            first = self._fold_first(int(low), stale_ok)
+            return compiled if first is None else first
         return replace(compiled, pairs=_quote(token), pairs_low=int(low))
 
     def since_floor(self, query: Query) -> int:
@@ -711,8 +715,8 @@ class SearchPlanner:
         if not ids:
             return scores
         if scored is None:
-            scored = [(to_fts(replace(leaf, column=column)), weight) for leaf in query.terms()
-                      if isinstance(leaf, Term) for column, weight in _WEIGHTS if leaf.column in (None, column)]
+            scored = [(to_fts(replace(leaf, column=column)), weight)
+                      for leaf, column, weight in _scoring_columns(query)]
         for leaf_match, weight in scored:
             rows = self._all("SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? AND rowid >= ? AND rowid <= ?",
                              (f"({match}) AND ({leaf_match})", min(ids), max(ids)))
@@ -806,15 +810,19 @@ def _scored_tokens(query: Query) -> set[str]:
     return {t for leaf in query.terms() if isinstance(leaf, Term) for t in leaf.tokens}
 
 
+def _scoring_columns(query: Query) -> Iterator[tuple[Term, str, float]]:
+    """(leaf, column, weight) for every positive word or phrase and each column that can score it."""
+    for leaf in query.terms():
+        if isinstance(leaf, Term):
+            for column, weight in _WEIGHTS:
+                if leaf.column in (None, column):
+                    yield leaf, column, weight
+
+
 def _scored_leaves(query: Query) -> list[tuple[str, str, float]]:
     """(column, pattern, weight) for every positive word or phrase and each column that can score it."""
-    out = []
-    for leaf in query.terms():
-        pattern = leaf_pattern(leaf) if isinstance(leaf, Term) else None
-        if pattern is None or not isinstance(leaf, Term):
-            continue
-        out += [(column, pattern, weight) for column, weight in _WEIGHTS if leaf.column in (None, column)]
-    return out
+    return [(column, pattern, weight) for leaf, column, weight in _scoring_columns(query)
+            if (pattern := leaf_pattern(leaf)) is not None]
 
 
 def _terms(expansion: list[tuple[str, int | None]] | None) -> list[str] | None:

@@ -126,12 +126,9 @@ def _prefixes(streams: Sequence[Sequence[str]], prefixes: frozenset[str], cuts: 
     return [_PREFIX_MARK + p for p in found]
 
 
-def pair_texts(texts: Sequence[str], heads: frozenset[str] | Heads, tok: Tokenizer,
-               prefixed: Sequence[bool] | None = None) -> list[str]:
+def pair_texts(texts: Sequence[str], heads: Heads, tok: Tokenizer, prefixed: Sequence[bool] | None = None) -> list[str]:
     """For each (title, abstract, authors) triple in `texts` (3 per paper), its tokens as one text: pairs of head
     words, and the head prefixes where `prefixed[paper]`."""
-    if not isinstance(heads, Heads):
-        heads = Heads(heads)
     words = heads.words
     cuts = [itemgetter(slice(0, k)) for k in heads.lengths]
     streams = fast_tokenizer(tok).tokenize_many(texts)

@@ -34,7 +34,7 @@ from bot.ports import UpsertResult
 from bot.query import Query
 from bot.text import authors_text, category_tokens
 from storage.db import DatabaseError, friendly_error, open_async, open_sync
-from storage.search_index import FoldFirst, LastsFirst, PairsFirst, SearchPlanner, WriteFirst, write_first
+from storage.search_index import SearchPlanner, WriteFirst, write_first
 
 # Title counts most, then authors, then the abstract; the category column only filters.
 BM25_WEIGHTS = "10.0, 1.0, 3.0, 0.0"
@@ -416,7 +416,7 @@ class SqlitePaperStore:
             try:
                 ranked = lane.planner.plan(query, limit=limit, offset=offset, order=order, count=count,
                                            stale_ok=stale_ok)
-                if isinstance(ranked, FoldFirst | LastsFirst | PairsFirst):
+                if isinstance(ranked, WriteFirst):
                     return ranked
                 found: dict[int, Paper] = {}
                 ids = [i for i, _ in ranked.ids]

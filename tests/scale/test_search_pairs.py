@@ -259,7 +259,7 @@ def test_only_plain_two_word_phrases_have_a_pair_token() -> None:
 
 
 def test_the_pair_texts_hold_every_adjacent_pair_of_heads_per_column() -> None:
-    heads = frozenset({"graph", "neural", "ada", "lovelac"})
+    heads = search_pairs.Heads(frozenset({"graph", "neural", "ada", "lovelac"}))
     text = search_pairs.pair_texts(["Graph neural nets", "neural graph, graph neural", "Ada Lovelace"], heads,
                                    default_tokenizer())[0]
     assert sorted(text.split()) == sorted(["graph_neural", "graph_neural_t", "neural_graph", "graph_graph",
