@@ -26,10 +26,16 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from datetime import date
 from itertools import chain, repeat
+from typing import overload
 
 from bot.models import Paper
 from bot.query import Category, Doc, Node, Not, Or, Query, Term, term_matches
 from bot.text import Tokenizer, authors_text, category_token, category_token_list, default_tokenizer
+
+try:
+    from bot._scan import Table
+except ImportError:  # not built (no C compiler when installed): the same bitsets come from Python, slower
+    Table = None  # type: ignore[assignment,misc]  # the pure-Python path below checks for it
 
 # ASCII: letters to lower case, digits kept, everything else to a blank (what unicode61 separates on).
 _ASCII_FOLD = {c: (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
@@ -38,6 +44,7 @@ _MARK = "\x01"  # between texts in joined_many, kept as a word of its own; a tex
 # One character to one: a longer replacement (" \x01 ") takes str.translate off its fast path, 6x slower.
 _ASCII_MARKED = {**_ASCII_FOLD, ord(_MARK): _MARK}
 _NOT_NEEDED_MAX = 2_000_000
+_TABLE_MAX = 1_000_000  # raw words a Matcher's compiled table holds before it starts a new one
 
 
 class FastTokenizer:
@@ -366,17 +373,33 @@ def _normal(pos: tuple[LeafKey, ...], neg: tuple[LeafKey, ...]) -> Conj:
 
 
 class Batch:
-    """Bitsets over a batch of docs: bit i is doc i. Any-column tokens up front, other leaves on demand."""
+    """Bitsets over a batch of docs: bit i is doc i. Any-column tokens up front, other leaves on demand.
 
-    def __init__(self, docs: Sequence[Doc], needed: Callable[[set[str]], set[str]] | None = None) -> None:
-        """`needed(words)` picks the words of the batch anyone will ask about (None: all of them); the rest get
-        no bitset, which saves most of the work, since standing queries name topic words, not "the" or "model"."""
+    `anyb` (token -> bitset) holds the tokens some leaf can ask about, `column_bits` the same per column for
+    titles and author lists (short: they cost little up front and answer ti:/au: leaves at once); `word_bits`,
+    when given, is the bitset of each of the matcher's word ids (bot._scan builds it with `anyb`)."""
+
+    def __init__(self, docs: Sequence[Doc], anyb: dict[str, int], column_bits: dict[str, dict[str, int]],
+                 cats: dict[str, int], days: Sequence[date | None], word_bits: list[int] | None = None) -> None:
         self.docs = docs
         self.n = len(docs)
         self.full = (1 << self.n) - 1
+        self.anyb = anyb
+        self.cats = cats
+        self.word_bits = word_bits
+        self._column_bits = column_bits
+        self._days = days
+        self._sorted: list[str] | None = None
+        self._column_sets: dict[tuple[int, str], frozenset[str]] = {}
+        self._cache: dict[object, int] = {}
+        self._since: dict[date, int] = {}
+
+    @classmethod
+    def of_docs(cls, docs: Sequence[Doc], needed: Callable[[set[str]], set[str]] | None = None) -> Batch:
+        """`needed(words)` picks the words of the batch anyone will ask about (None: all of them); the rest get
+        no bitset, which saves most of the work, since standing queries name topic words, not "the" or "model"."""
         anyb: dict[str, int] = {}
         get = anyb.get
-        cats: dict[str, int] = {}
         if needed is None:
             per_doc = [set(chain(d.title, d.abstract, d.authors)) for d in docs]
         else:
@@ -386,8 +409,7 @@ class Batch:
             bit = 1 << i
             for t in words:
                 anyb[t] = get(t, 0) | bit
-        # Titles and author lists are short: their bitsets cost little up front and answer ti:/au: leaves at once.
-        self._column_bits: dict[str, dict[str, int]] = {}
+        column_bits: dict[str, dict[str, int]] = {}
         if needed is not None:
             for name in ("title", "authors"):
                 cb: dict[str, int] = {}
@@ -396,17 +418,8 @@ class Batch:
                     bit = 1 << i
                     for t in keep.intersection(d.column(name)):
                         cb[t] = cget(t, 0) | bit
-                self._column_bits[name] = cb
-        for i, d in enumerate(docs):
-            bit = 1 << i
-            for c in d.categories:
-                cats[c] = cats.get(c, 0) | bit
-        self.anyb = anyb
-        self.cats = cats
-        self._sorted: list[str] | None = None
-        self._column_sets: dict[tuple[int, str], frozenset[str]] = {}
-        self._cache: dict[object, int] = {}
-        self._since: dict[date, int] = {}
+                column_bits[name] = cb
+        return cls(docs, anyb, column_bits, _category_bits(d.categories for d in docs), [d.day for d in docs])
 
     def leaf(self, key: LeafKey) -> int:
         if isinstance(key, str):
@@ -482,8 +495,8 @@ class Batch:
         b = self._since.get(day)
         if b is None:
             b = 0
-            for i, d in enumerate(self.docs):
-                if d.day is not None and d.day >= day:
+            for i, d in enumerate(self._days):
+                if d is not None and d >= day:
                     b |= 1 << i
             self._since[day] = b
         return b
@@ -513,6 +526,40 @@ class Batch:
             s = self.since(plan[1])  # type: ignore[arg-type]  # see above
             return self.eval(plan[2]) & s if s else 0  # type: ignore[arg-type]  # see above
         return self.full
+
+
+def _category_bits(per_doc: Iterable[Iterable[str]]) -> dict[str, int]:
+    cats: dict[str, int] = {}
+    for i, tokens in enumerate(per_doc):
+        bit = 1 << i
+        for c in tokens:
+            cats[c] = cats.get(c, 0) | bit
+    return cats
+
+
+class _LazyDocs(Sequence[Doc]):
+    """A batch's docs, each tokenised when first asked for: with the compiled scan, only the papers that a
+    phrase or a column other than the title's and authors' must be checked on ever are (tens in a thousand)."""
+
+    def __init__(self, papers: Sequence[Paper], tokenizer: Tokenizer | None) -> None:
+        self._papers = papers
+        self._tokenizer = tokenizer
+        self._docs: dict[int, Doc] = {}
+
+    def __len__(self) -> int:
+        return len(self._papers)
+
+    @overload
+    def __getitem__(self, i: int) -> Doc: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Doc]: ...
+    def __getitem__(self, i: int | slice) -> Doc | Sequence[Doc]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        doc = self._docs.get(i)
+        if doc is None:
+            doc = self._docs[i] = doc_of(self._papers[i], self._tokenizer)
+        return doc
 
 
 # ---------------------------------------------------------------- evaluating many conjunctions at once
@@ -560,7 +607,10 @@ class Matcher:
     Build one per process and keep it while the standing queries do not change: compiling is the costly part.
     """
 
-    def __init__(self, standing: Iterable[Standing]) -> None:
+    def __init__(self, standing: Iterable[Standing], *, compiled: bool | None = None) -> None:
+        """`compiled`: scan the papers' words with bot._scan (None: when it is built; False: in Python)."""
+        if compiled and Table is None:
+            raise RuntimeError("bot._scan is not built (install the package with a C compiler at hand)")
         was_enabled = gc.isenabled()
         gc.disable()  # compiling allocates a million small tuples that all stay alive: nothing to collect
         try:
@@ -568,6 +618,10 @@ class Matcher:
         finally:
             if was_enabled:
                 gc.enable()
+        # Raw ASCII word -> the ids of the words above it is (learnt batch by batch), and the tokenizer whose
+        # stems those are.
+        self._table = Table() if Table is not None and compiled is not False else None
+        self._table_tok: FastTokenizer | None = None
 
     def _compile(self, standing: Iterable[Standing]) -> None:
         self.standing: list[Standing] = []
@@ -618,6 +672,10 @@ class Matcher:
         placed = {*in_column, *pairs, *starts}
         rest = [k for k in keys if not isinstance(k, str) and k not in placed]
         self._leaf_id: dict[LeafKey, int] = {w: i for w, i in word_id.items()}
+        # Word ids for the compiled scan: the named words', then those of words found to start with a named
+        # prefix, numbered as found.
+        self._stems: list[str] = list(words)
+        self._stem_id: dict[str, int] = dict(word_id)
         for k in (*in_column, *pairs, *starts, *rest):
             self._leaf_id[k] = len(self._leaf_id)
         # Which of those prefixes each word starts with, for the words met so far (extended batch by batch).
@@ -662,22 +720,80 @@ class Matcher:
         if unknown:
             if len(self._not_needed) > _NOT_NEEDED_MAX:
                 self._not_needed.clear()
-            prefixes, lengths = self._prefixes, self._prefix_lengths
             for w in unknown:
-                if any(w[:n] in prefixes for n in lengths if n <= len(w)):
-                    self._vocab.add(w)
-                    self._note_starts(w)
-                else:
+                if not self._starts_named(w):
                     self._not_needed.add(w)
         return words & self._vocab
 
+    def _starts_named(self, word: str) -> bool:
+        """Whether a word not named starts with a named prefix; such a word joins the vocabulary."""
+        prefixes = self._prefixes
+        if any(word[:n] in prefixes for n in self._prefix_lengths if n <= len(word)):
+            self._vocab.add(word)
+            self._note_starts(word)
+            return True
+        return False
+
+    def _word_id(self, token: str) -> int | None:
+        """The id of a token some leaf can ask about (numbered when first met), or None."""
+        i = self._stem_id.get(token)
+        if i is None and (token in self._vocab or self._starts_named(token)):
+            i = self._stem_id[token] = len(self._stems)
+            self._stems.append(token)
+        return i
+
     def batch(self, docs: Sequence[Doc]) -> Batch:
-        return Batch(docs, self._needed)
+        return Batch.of_docs(docs, self._needed)
+
+    def batch_of(self, papers: Sequence[Paper], tokenizer: Tokenizer | None = None) -> Batch:
+        """The batch of these papers: their words scanned by bot._scan when built, else `batch(docs_of(...))`.
+
+        The scan needs no token streams: a paper is tokenised only if a phrase, or a column other than the
+        title and the author list, must be checked on it (_LazyDocs); a paper with a non-ASCII text goes the
+        Python way (FTS5 tokenises it) and joins the bitsets after the scan."""
+        fast = fast_tokenizer(tokenizer)
+        if self._table is None or Table is None:
+            return self.batch(docs_of(papers, tokenizer))
+        if self._table_tok is not fast or len(self._table) > _TABLE_MAX:
+            self._table = Table()  # raw words stem by a tokenizer: another one starts another table
+            self._table_tok = fast
+        texts: list[str] = []
+        slow: list[int] = []
+        for i, p in enumerate(papers):
+            title, abstract, authors = p.title, p.abstract, authors_text(p.authors)
+            if title.isascii() and abstract.isascii() and authors.isascii():
+                texts += (title, abstract, authors)
+            else:
+                texts += ("", "", "")
+                slow.append(i)
+        table = self._table
+        unknown = table.unknown(texts)
+        if unknown:
+            words = sorted(unknown)
+            for word, tokens in zip(words, fast.tokenize_words(words), strict=True):
+                table.add(word, [w for t in tokens if (w := self._word_id(t)) is not None])
+        word_bits, anyb, (title_bits, author_bits) = table.scan(texts, self._stems, 3, (0, 2))
+        docs = _LazyDocs(papers, tokenizer)
+        column_bits = {"title": title_bits, "authors": author_bits}
+        for i in slow:
+            d, bit = docs[i], 1 << i
+            for t in self._needed(set(chain(d.title, d.abstract, d.authors))):
+                anyb[t] = anyb.get(t, 0) | bit
+                if (j := self._stem_id.get(t)) is not None:
+                    word_bits[j] |= bit
+            for name, cb in column_bits.items():
+                for t in self._needed(set(d.column(name))):
+                    cb[t] = cb.get(t, 0) | bit
+        return Batch(docs, anyb, column_bits, _category_bits(category_token_list(p.categories) for p in papers),
+                     [p.published for p in papers], word_bits)
 
     def _leaf_bits(self, batch: Batch) -> list[int]:
         """Every leaf's bitset for this batch, by leaf id."""
-        get = batch.anyb.get
-        lb = [get(w, 0) for w in self._words]
+        if batch.word_bits is not None:
+            lb = batch.word_bits[: len(self._words)]
+        else:
+            get = batch.anyb.get
+            lb = [get(w, 0) for w in self._words]
         column_token = batch.column_token
         words = self._words
         lb += [column_token(c, words[w]) if lb[w] else 0 for c, w in self._in_column]
@@ -819,7 +935,7 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
 
 
 def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
-    hits, lb = m._run(m.batch(docs_of(papers, tokenizer)))
+    hits, lb = m._run(m.batch_of(papers, tokenizer))
     out: list[tuple[Sequence[str], Found]] = []
     all_groups, groups_of, some_of = m._groups, m.groups, m._some_of
     for pid, b in hits:

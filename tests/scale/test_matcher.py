@@ -3,13 +3,15 @@ the fast tokenizer against FTS5's own token streams."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot import matching
 from bot.matching import FastTokenizer, Matcher, Standing, docs_of, match_papers
 from bot.models import Paper
 from bot.query import QueryError, matched_terms, matches, parse
-from bot.text import default_tokenizer
+from bot.text import Tokenizer, default_tokenizer
 from tests.scale.strategies import TODAY, WORDS, corpora, queries
 
 
@@ -25,11 +27,18 @@ def _standing(texts: list[str]) -> list[Standing]:
     return out
 
 
+def test_the_compiled_scan_is_built() -> None:
+    # It is optional at install (no C compiler: the Python path does the same work); where the tests run, both
+    # paths must be there to be compared.
+    assert matching.Table is not None
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
 @given(corpus=corpora(max_size=40), texts=st.lists(queries(), min_size=1, max_size=12))
 @settings(max_examples=150, deadline=None)
-def test_batch_matcher_equals_the_reference_per_paper(corpus: list[Paper], texts: list[str]) -> None:
+def test_batch_matcher_equals_the_reference_per_paper(compiled: bool, corpus: list[Paper], texts: list[str]) -> None:
     standing = _standing(texts)
-    got = match_papers(corpus, standing)
+    got = match_papers(corpus, standing, matcher=Matcher(standing, compiled=compiled))
     docs = docs_of(corpus)
     for s in standing:
         expected = [p.arxiv_id for p, d in zip(corpus, docs, strict=True) if matches(s.query, d)]
@@ -145,14 +154,16 @@ def test_a_reused_matcher_gives_the_same_answers() -> None:
     assert first["s1"][0][1] == ('"neural networks"',)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
 @given(batches=st.lists(corpora(max_size=15), min_size=2, max_size=4),
        texts=st.lists(queries(), min_size=1, max_size=10))
 @settings(max_examples=80, deadline=None)
-def test_one_matcher_over_many_batches_equals_the_reference(batches: list[list[Paper]], texts: list[str]) -> None:
+def test_one_matcher_over_many_batches_equals_the_reference(compiled: bool, batches: list[list[Paper]],
+                                                            texts: list[str]) -> None:
     # The matcher learns, batch by batch, which words it can skip and which start a named prefix: a word
     # skipped in one batch must still be found in a later one, as the service reuses one matcher all day.
     standing = _standing(texts)
-    matcher = Matcher(standing)
+    matcher = Matcher(standing, compiled=compiled)
     for corpus in batches:
         got = match_papers(corpus, standing, matcher=matcher)
         docs = docs_of(corpus)
@@ -160,3 +171,68 @@ def test_one_matcher_over_many_batches_equals_the_reference(batches: list[list[P
             expected = [(p.arxiv_id, matched_terms(s.query, d)) for p, d in zip(corpus, docs, strict=True)
                         if matches(s.query, d)]
             assert [(p.arxiv_id, list(t)) for p, t in got.get(s.key, ())] == expected, s.query.text
+
+
+# ---------------------------------------------------------------- the compiled scan (bot/_scan.c)
+
+# Words and single characters run together: "graph9", "Neural-networks", "DIFFUSION.", "Über" beside ASCII.
+_TEXT = st.lists(st.one_of(st.sampled_from([*WORDS, "GRAPH", "Networks"]), _CHARS, st.just(" ")), max_size=30
+                 ).map("".join)
+
+
+@st.composite
+def _raw_papers(draw: st.DrawFn) -> list[Paper]:
+    n = draw(st.integers(min_value=1, max_value=70))  # past 64: the bitsets' second machine word
+    return [Paper(f"2611.{i:05d}", draw(_TEXT), draw(_TEXT), authors=tuple(draw(st.lists(_TEXT, max_size=3))),
+                  categories=("cs.LG",)) for i in range(n)]
+
+
+@given(batches=st.lists(_raw_papers(), min_size=1, max_size=3), texts=st.lists(queries(), min_size=1, max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_the_compiled_scan_gives_the_python_bitsets(batches: list[list[Paper]], texts: list[str]) -> None:
+    # Any characters (punctuation, case, digits, non-ASCII papers next to ASCII ones, the mark joined_many uses):
+    # the scan's bitsets are those the Python path computes from FTS5-exact token streams, batch after batch.
+    standing = _standing(texts)
+    python, compiled = Matcher(standing, compiled=False), Matcher(standing, compiled=True)
+    for papers in batches:
+        want, got = python.batch_of(papers), compiled.batch_of(papers)
+        assert got.anyb == want.anyb
+        assert got._column_bits == want._column_bits
+        assert compiled._leaf_bits(got) == python._leaf_bits(want)
+        assert match_papers(papers, standing, matcher=compiled) == match_papers(papers, standing, matcher=python)
+
+
+def test_the_compiled_table_refuses_what_it_cannot_scan() -> None:
+    assert matching.Table is not None
+    table = matching.Table()
+    table.add("graph", [0])
+    table.add("the", [])
+    assert table.unknown(["The GRAPH, the graphs"]) == {"graphs"}
+    with pytest.raises(KeyError, match="graphs"):  # every word must be known before a scan
+        table.scan(["the graphs", "", ""], ["graph"], 3, (0, 2))
+    with pytest.raises(ValueError, match="ASCII"):  # such a paper goes the Python way
+        table.unknown(["naïve"])
+    with pytest.raises(ValueError, match="lower-case"):
+        table.add("Graph", [0])
+    with pytest.raises(IndexError):  # an id with no stem to name it
+        table.scan(["graph", "", ""], [], 3, ())
+    bits, anyb, [title] = table.scan(["the graph", "", "", "", "graph", ""], ["graph"], 3, (0,))
+    assert bits == [0b11] and anyb == {"graph": 0b11} and title == {"graph": 0b01}
+
+
+def test_a_matcher_starts_a_new_table_for_another_tokenizer_or_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    papers = [Paper("2611.00001", "Graph neural networks", "We study diffusion.")]
+    standing = _standing(["graph", "diffusion"])
+    matcher = Matcher(standing, compiled=True)
+    match_papers(papers, standing, matcher=matcher)
+    first = matcher._table
+    assert first is not None and len(first) == 6  # graph neural networks we study diffusion
+    match_papers(papers, standing, matcher=matcher)
+    assert matcher._table is first
+    other = Tokenizer()
+    match_papers(papers, standing, matcher=matcher, tokenizer=other)  # stems are a tokenizer's
+    second = matcher._table
+    assert second is not first
+    monkeypatch.setattr(matching, "_TABLE_MAX", 3)
+    got = match_papers(papers, standing, matcher=matcher, tokenizer=other)
+    assert matcher._table is not second and sorted(k for k, _ in got.pairs()) == ["dup0", "dup1", "s0", "s1"]

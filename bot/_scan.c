@@ -1,0 +1,464 @@
+/* bot._scan: the per-word part of alert matching (bot/matching.py), compiled.
+ *
+ * Matching 1,000 papers against standing queries spends most of its time on the papers' 200,000 words: in
+ * Python each word is a new string to split off, hash, stem through a dict and test against the words the
+ * queries name. Here a `Table` maps each raw ASCII word (as FTS5's unicode61 splits and lower-cases it) to the
+ * ids of the named words its tokens are, and `Table.scan` folds, splits and looks up the words of many texts in
+ * one pass over their characters, setting one bit per (word id, paper) without making a string per word.
+ *
+ * Python decides everything about meaning: which raw words exist (`unknown`), what they stem to and which ids
+ * those are (`add`). The pure-Python path in bot/matching.py computes the same bitsets; the tests run both. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    uint64_t hash; /* 0: an empty slot */
+    uint32_t key;  /* offset of the word in `keys` */
+    uint32_t len;
+    uint32_t ids;  /* offset of its ids in `ids` */
+    uint32_t nids; /* 0: no named word; the word is known and asks for nothing */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t cap; /* a power of two, at least twice `used` */
+    size_t used;
+    char *keys;
+    size_t keys_len, keys_cap;
+    int32_t *ids;
+    size_t ids_len, ids_cap;
+} Table;
+
+/* unicode61 on ASCII: letters and digits are token characters, lower-cased; everything else separates. */
+static unsigned char FOLD[256];
+
+static void init_fold(void) {
+    for (int c = 0; c < 256; c++) {
+        if (c >= 'a' && c <= 'z') FOLD[c] = (unsigned char)c;
+        else if (c >= 'A' && c <= 'Z') FOLD[c] = (unsigned char)(c - 'A' + 'a');
+        else if (c >= '0' && c <= '9') FOLD[c] = (unsigned char)c;
+        else FOLD[c] = 0;
+    }
+}
+
+#define FNV_BASIS 1469598103934665603ULL
+#define FNV_PRIME 1099511628211ULL
+
+static uint64_t hash_word(const char *w, size_t n) { /* FNV-1a; 0 marks an empty slot */
+    uint64_t h = FNV_BASIS;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)w[i]) * FNV_PRIME;
+    return h ? h : 1;
+}
+
+static Slot *find(Table *t, const char *w, size_t n, uint64_t h) {
+    size_t mask = t->cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        Slot *s = &t->slots[i];
+        if (s->hash == 0) return s;
+        if (s->hash == h && s->len == n && memcmp(t->keys + s->key, w, n) == 0) return s;
+    }
+}
+
+static int grow_slots(Table *t) {
+    size_t cap = t->cap ? t->cap * 2 : 1024;
+    Slot *slots = PyMem_Calloc(cap, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Slot *old = t->slots;
+    size_t old_cap = t->cap;
+    t->slots = slots;
+    t->cap = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].hash == 0) continue;
+        size_t mask = cap - 1;
+        size_t j = (size_t)old[i].hash & mask;
+        while (slots[j].hash != 0) j = (j + 1) & mask;
+        slots[j] = old[i];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static int reserve(void **buf, size_t *cap, size_t need, size_t item) {
+    if (need <= *cap) return 0;
+    size_t cap2 = *cap ? *cap : 4096;
+    while (cap2 < need) cap2 *= 2;
+    void *b = PyMem_Realloc(*buf, cap2 * item);
+    if (b == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = b;
+    *cap = cap2;
+    return 0;
+}
+
+static void Table_dealloc(Table *t) {
+    PyMem_Free(t->slots);
+    PyMem_Free(t->keys);
+    PyMem_Free(t->ids);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+/* The characters of a str that must be ASCII (the caller sends other texts down the slow path). */
+static const char *ascii_of(PyObject *text, Py_ssize_t *n) {
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "Table takes ASCII str texts only");
+        return NULL;
+    }
+    *n = PyUnicode_GET_LENGTH(text);
+    return (const char *)PyUnicode_DATA(text);
+}
+
+static PyObject *Table_add(Table *t, PyObject *args) {
+    PyObject *word, *ids;
+    if (!PyArg_ParseTuple(args, "UO:add", &word, &ids)) return NULL;
+    Py_ssize_t n;
+    const char *w = ascii_of(word, &n);
+    if (w == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (FOLD[(unsigned char)w[i]] != (unsigned char)w[i]) {
+            PyErr_SetString(PyExc_ValueError, "a word is lower-case ASCII letters and digits");
+            return NULL;
+        }
+    }
+    if (n == 0 || n > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "a word has 1 to 65535 characters");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of ints");
+    if (seq == NULL) return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+    if (reserve((void **)&t->ids, &t->ids_cap, t->ids_len + (size_t)k, sizeof(int32_t)) < 0) goto fail;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred()) goto fail;
+        if (v < 0 || v > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "ids are 0 to 2**31 - 1");
+            goto fail;
+        }
+        t->ids[t->ids_len + (size_t)i] = (int32_t)v;
+    }
+    if ((t->used + 1) * 2 > t->cap && grow_slots(t) < 0) goto fail;
+    uint64_t h = hash_word(w, (size_t)n);
+    Slot *s = find(t, w, (size_t)n, h);
+    if (s->hash == 0) {
+        if (reserve((void **)&t->keys, &t->keys_cap, t->keys_len + (size_t)n, 1) < 0) goto fail;
+        memcpy(t->keys + t->keys_len, w, (size_t)n);
+        s->hash = h;
+        s->key = (uint32_t)t->keys_len;
+        s->len = (uint32_t)n;
+        t->keys_len += (size_t)n;
+        t->used++;
+    }
+    s->ids = (uint32_t)t->ids_len;
+    s->nids = (uint32_t)k;
+    t->ids_len += (size_t)k;
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+/* Calls f(state, word, length, its hash_word, text index) for every word of every text; stops at f's nonzero
+ * return. */
+typedef int (*word_fn)(void *state, const char *w, size_t n, uint64_t h, Py_ssize_t text);
+
+static int each_word(PyObject *seq, char *buf, word_fn f, void *state) {
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        Py_ssize_t n;
+        const char *s = ascii_of(PySequence_Fast_GET_ITEM(seq, k), &n);
+        if (s == NULL) return -1;
+        size_t len = 0;
+        uint64_t h = FNV_BASIS; /* hash_word, computed while folding */
+        for (Py_ssize_t i = 0; i <= n; i++) {
+            unsigned char c = i < n ? FOLD[(unsigned char)s[i]] : 0;
+            if (c) {
+                buf[len++] = (char)c;
+                h = (h ^ c) * FNV_PRIME;
+            } else if (len) {
+                int r = f(state, buf, len, h ? h : 1, k);
+                if (r) return r;
+                len = 0;
+                h = FNV_BASIS;
+            }
+        }
+    }
+    return 0;
+}
+
+static Py_ssize_t longest(PyObject *seq) {
+    Py_ssize_t most = 0, count = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyUnicode_Check(text)) {
+            PyErr_SetString(PyExc_TypeError, "texts must be str");
+            return -1;
+        }
+        if (PyUnicode_GET_LENGTH(text) > most) most = PyUnicode_GET_LENGTH(text);
+    }
+    return most;
+}
+
+typedef struct {
+    Table *t;
+    PyObject *out; /* set of str */
+} UnknownState;
+
+static int note_unknown(void *state, const char *w, size_t n, uint64_t h, Py_ssize_t text) {
+    (void)text;
+    UnknownState *u = state;
+    if (n > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "a word longer than 65535 characters");
+        return -1;
+    }
+    if (u->t->cap && find(u->t, w, n, h)->hash != 0) return 0;
+    PyObject *s = PyUnicode_FromStringAndSize(w, (Py_ssize_t)n);
+    if (s == NULL) return -1;
+    int r = PySet_Add(u->out, s);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *Table_unknown(Table *t, PyObject *texts) {
+    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t most = longest(seq);
+    char *buf = most < 0 ? NULL : PyMem_Malloc((size_t)most + 1);
+    PyObject *out = buf == NULL ? NULL : PySet_New(NULL);
+    UnknownState u = {t, out};
+    if (out == NULL || each_word(seq, buf, note_unknown, &u) != 0) Py_CLEAR(out);
+    if (most >= 0 && buf == NULL && !PyErr_Occurred()) PyErr_NoMemory();
+    PyMem_Free(buf);
+    Py_DECREF(seq);
+    return out;
+}
+
+typedef struct {
+    Table *t;
+    Py_ssize_t columns, nwords, words; /* words: uint64 words per bitset */
+    int32_t *row_of;                   /* (word id, column slot) -> row in `bits`, or -1 */
+    int slot_of[8];                    /* text column -> its column slot (0: any column), or -1 */
+    Py_ssize_t slots;
+    uint64_t *bits;
+    size_t rows, rows_cap;
+} ScanState;
+
+static int set_bit(ScanState *st, int32_t id, int slot, Py_ssize_t doc) {
+    int32_t *r = &st->row_of[(size_t)id * (size_t)st->slots + (size_t)slot];
+    if (*r < 0) {
+        if (reserve((void **)&st->bits, &st->rows_cap, (st->rows + 1) * (size_t)st->words, sizeof(uint64_t)) < 0)
+            return -1;
+        memset(st->bits + st->rows * (size_t)st->words, 0, (size_t)st->words * sizeof(uint64_t));
+        *r = (int32_t)st->rows++;
+    }
+    st->bits[(size_t)*r * (size_t)st->words + (size_t)(doc >> 6)] |= (uint64_t)1 << (doc & 63);
+    return 0;
+}
+
+static int note_word(void *state, const char *w, size_t n, uint64_t h, Py_ssize_t text) {
+    ScanState *st = state;
+    Slot *s = st->t->cap ? find(st->t, w, n, h) : NULL;
+    if (s == NULL || s->hash == 0) {
+        PyObject *word = PyUnicode_FromStringAndSize(w, (Py_ssize_t)n);
+        if (word != NULL) {
+            PyErr_SetObject(PyExc_KeyError, word);
+            Py_DECREF(word);
+        }
+        return -1;
+    }
+    Py_ssize_t doc = text / st->columns;
+    int col = st->slot_of[text % st->columns];
+    for (uint32_t i = 0; i < s->nids; i++) {
+        int32_t id = st->t->ids[s->ids + i];
+        if (id >= st->nwords) {
+            PyErr_SetString(PyExc_IndexError, "a word id beyond the stems given");
+            return -1;
+        }
+        if (set_bit(st, id, 0, doc) < 0) return -1;
+        if (col > 0 && set_bit(st, id, col, doc) < 0) return -1;
+    }
+    return 0;
+}
+
+static PyObject *row_int(ScanState *st, int32_t row) {
+    const uint64_t *b = st->bits + (size_t)row * (size_t)st->words;
+    Py_ssize_t top = st->words;
+    while (top > 1 && b[top - 1] == 0) top--; /* the conversion goes byte by byte: skip the zero high end */
+    return _PyLong_FromByteArray((const unsigned char *)b, (size_t)top * sizeof(uint64_t), 1, 0);
+}
+
+/* scan(texts, stems, columns, keep) -> (bits by word id, {stem: bits}, [{stem: bits} per kept column])
+ *
+ * texts: `columns` texts per paper, paper-major; bit i of a bitset is paper i. stems[id] names word id.
+ * keep: the text columns (0 .. columns-1) to return bitsets of their own for. Every word must have been
+ * added (KeyError names the first that was not). Bitsets are little-endian uint64 words: this assumes a
+ * little-endian machine, checked at import. */
+static PyObject *Table_scan(Table *t, PyObject *args) {
+    PyObject *texts, *stems, *keep;
+    Py_ssize_t columns;
+    if (!PyArg_ParseTuple(args, "OO!nO:scan", &texts, &PyList_Type, &stems, &columns, &keep)) return NULL;
+    if (columns < 1 || columns > 8) {
+        PyErr_SetString(PyExc_ValueError, "columns is 1 to 8");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
+    if (seq == NULL) return NULL;
+    PyObject *kept = PySequence_Fast(keep, "keep must be a sequence");
+    if (kept == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    ScanState st = {0};
+    PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL;
+    char *buf = NULL;
+    st.t = t;
+    st.columns = columns;
+    st.nwords = PyList_GET_SIZE(stems);
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count % columns != 0) {
+        PyErr_SetString(PyExc_ValueError, "texts must hold `columns` texts per paper");
+        goto done;
+    }
+    Py_ssize_t docs = count / columns;
+    st.words = docs ? (docs + 63) / 64 : 1;
+    for (int c = 0; c < 8; c++) st.slot_of[c] = 0;
+    Py_ssize_t nkeep = PySequence_Fast_GET_SIZE(kept);
+    if (nkeep > 7) {
+        PyErr_SetString(PyExc_ValueError, "at most 7 kept columns");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nkeep; j++) {
+        Py_ssize_t c = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(kept, j));
+        if (c == -1 && PyErr_Occurred()) goto done;
+        if (c < 0 || c >= columns) {
+            PyErr_SetString(PyExc_ValueError, "a kept column out of range");
+            goto done;
+        }
+        st.slot_of[c] = (int)j + 1;
+    }
+    st.slots = nkeep + 1;
+    st.row_of = PyMem_Malloc(((size_t)st.nwords * (size_t)st.slots + 1) * sizeof(int32_t));
+    if (st.row_of == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(st.row_of, 0xFF, ((size_t)st.nwords * (size_t)st.slots + 1) * sizeof(int32_t));
+    Py_ssize_t most = longest(seq);
+    if (most < 0) goto done;
+    buf = PyMem_Malloc((size_t)most + 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (each_word(seq, buf, note_word, &st) != 0) goto done;
+    all = PyList_New(st.nwords);
+    anyb = PyDict_New();
+    cols = PyList_New(nkeep);
+    if (all == NULL || anyb == NULL || cols == NULL) goto done;
+    for (Py_ssize_t j = 0; j < nkeep; j++) {
+        PyObject *d = PyDict_New();
+        if (d == NULL) goto done;
+        PyList_SET_ITEM(cols, j, d);
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) goto done;
+    for (Py_ssize_t id = 0; id < st.nwords; id++) {
+        int32_t *r = &st.row_of[(size_t)id * (size_t)st.slots];
+        if (r[0] < 0) {
+            Py_INCREF(zero);
+            PyList_SET_ITEM(all, id, zero);
+            continue;
+        }
+        PyObject *stem = PyList_GET_ITEM(stems, id);
+        PyObject *b = row_int(&st, r[0]);
+        if (b == NULL) {
+            Py_DECREF(zero);
+            goto done;
+        }
+        PyList_SET_ITEM(all, id, b);
+        if (PyDict_SetItem(anyb, stem, b) < 0) {
+            Py_DECREF(zero);
+            goto done;
+        }
+        for (Py_ssize_t j = 1; j < st.slots; j++) {
+            if (r[j] < 0) continue;
+            PyObject *cb = row_int(&st, r[j]);
+            int bad = cb == NULL || PyDict_SetItem(PyList_GET_ITEM(cols, j - 1), stem, cb) < 0;
+            Py_XDECREF(cb);
+            if (bad) {
+                Py_DECREF(zero);
+                goto done;
+            }
+        }
+    }
+    Py_DECREF(zero);
+    result = PyTuple_Pack(3, all, anyb, cols);
+done:
+    Py_XDECREF(all);
+    Py_XDECREF(anyb);
+    Py_XDECREF(cols);
+    PyMem_Free(buf);
+    PyMem_Free(st.row_of);
+    PyMem_Free(st.bits);
+    Py_DECREF(kept);
+    Py_DECREF(seq);
+    return result;
+}
+
+static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->used; }
+
+static PyMethodDef Table_methods[] = {
+    {"add", (PyCFunction)Table_add, METH_VARARGS,
+     "add(word, ids): the raw word (lower-case ASCII letters and digits) is the named words `ids` (none: known, "
+     "asks for nothing)."},
+    {"unknown", (PyCFunction)Table_unknown, METH_O, "unknown(texts): the set of the texts' words not added yet."},
+    {"scan", (PyCFunction)Table_scan, METH_VARARGS,
+     "scan(texts, stems, columns, keep) -> (bits by word id, {stem: bits}, [{stem: bits} per kept column])."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods Table_as_sequence = {.sq_length = (lenfunc)Table_len};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot._scan.Table",
+    .tp_basicsize = sizeof(Table),
+    .tp_dealloc = (destructor)Table_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Raw ASCII words -> the ids of the named words they are; see the module docstring.",
+    .tp_methods = Table_methods,
+    .tp_as_sequence = &Table_as_sequence,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef scan_module = {
+    PyModuleDef_HEAD_INIT, .m_name = "bot._scan",
+    .m_doc = "The per-word part of alert matching, compiled (see bot/matching.py).", .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    const uint16_t one = 1;
+    if (*(const unsigned char *)&one != 1) {
+        PyErr_SetString(PyExc_ImportError, "bot._scan assumes a little-endian machine");
+        return NULL;
+    }
+    init_fold();
+    if (PyType_Ready(&TableType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&scan_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&TableType);
+    if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
