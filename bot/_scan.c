@@ -289,11 +289,39 @@ static int note_word(void *state, const char *w, size_t n, uint64_t h, Py_ssize_
     return 0;
 }
 
+/* A bitset as a Python int, and back (a non-negative int of at most `words` machine words; -1: it is not). */
+static PyObject *int_of(const uint64_t *b, Py_ssize_t words) {
+    while (words > 1 && b[words - 1] == 0) words--; /* the conversion goes byte by byte: skip the zero high end */
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(b, (size_t)words * sizeof(uint64_t), Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    return _PyLong_FromByteArray((const unsigned char *)b, (size_t)words * sizeof(uint64_t), 1, 0);
+#endif
+}
+
+static int bits_of(PyObject *v, uint64_t *b, Py_ssize_t words) {
+    if (!PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "a bitset is an int");
+        return -1;
+    }
+    size_t size = (size_t)words * sizeof(uint64_t);
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t need = PyLong_AsNativeBytes(v, b, (Py_ssize_t)size, Py_ASNATIVEBYTES_LITTLE_ENDIAN
+                                           | Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    if (need < 0) return -1;
+    if ((size_t)need > size) {
+        PyErr_SetString(PyExc_OverflowError, "a bitset with a bit past the last paper");
+        return -1;
+    }
+    return 0;
+#else
+    /* OverflowError for a negative int or one with a bit past the last paper */
+    return _PyLong_AsByteArray((PyLongObject *)v, (unsigned char *)b, size, 1, 0);
+#endif
+}
+
 static PyObject *row_int(ScanState *st, int32_t row) {
-    const uint64_t *b = st->bits + (size_t)row * (size_t)st->words;
-    Py_ssize_t top = st->words;
-    while (top > 1 && b[top - 1] == 0) top--; /* the conversion goes byte by byte: skip the zero high end */
-    return _PyLong_FromByteArray((const unsigned char *)b, (size_t)top * sizeof(uint64_t), 1, 0);
+    return int_of(st->bits + (size_t)row * (size_t)st->words, st->words);
 }
 
 /* scan(texts, stems, columns, keep) -> (bits by word id, {stem: bits}, [{stem: bits} per kept column])
@@ -416,6 +444,158 @@ done:
 
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->used; }
 
+/* The set bits of a bitset, ascending, into `at`; returns how many (-1: an error). */
+static Py_ssize_t positions(PyObject *v, uint64_t *buf, Py_ssize_t words, int32_t *at) {
+    if (bits_of(v, buf, words) < 0) return -1;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t w = 0; w < words; w++) {
+        for (uint64_t x = buf[w]; x; x &= x - 1) at[n++] = (int32_t)(w * 64 + __builtin_ctzll(x));
+    }
+    return n;
+}
+
+/* One group's answer: ((paper, terms), ...) for the papers at `at`; terms are `texts` for every paper, or, when
+ * `per_paper`, those of `texts` whose leaf (ids[k] in lb) has the paper's bit. */
+static PyObject *found_of(PyObject *papers, const int32_t *at, Py_ssize_t n, PyObject *texts, PyObject *ids,
+                          PyObject *lb, int per_paper, Py_ssize_t words) {
+    PyObject *found = PyTuple_New(n);
+    if (found == NULL) return NULL;
+    Py_ssize_t nids = per_paper ? PyTuple_GET_SIZE(ids) : 0;
+    uint64_t *leaf = NULL;
+    if (per_paper) {
+        if (PyTuple_GET_SIZE(texts) != nids) {
+            PyErr_SetString(PyExc_ValueError, "a group's texts and ids differ in length");
+            goto fail;
+        }
+        leaf = PyMem_Calloc((size_t)(nids * words) + 1, sizeof(uint64_t));
+        if (leaf == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < nids; k++) {
+            Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(ids, k));
+            if (j == -1 && PyErr_Occurred()) goto fail;
+            if (j < 0 || j >= PyList_GET_SIZE(lb)) {
+                PyErr_SetString(PyExc_IndexError, "a leaf id past the leaves' bitsets");
+                goto fail;
+            }
+            if (bits_of(PyList_GET_ITEM(lb, j), leaf + k * words, words) < 0) goto fail;
+        }
+    }
+    for (Py_ssize_t m = 0; m < n; m++) {
+        PyObject *terms = texts;
+        Py_INCREF(terms);
+        if (per_paper) {
+            Py_DECREF(terms);
+            terms = PyList_New(0);
+            if (terms == NULL) goto fail;
+            int32_t i = at[m];
+            for (Py_ssize_t k = 0; k < nids; k++) {
+                if (!(leaf[k * words + (i >> 6)] >> (i & 63) & 1)) continue;
+                if (PyList_Append(terms, PyTuple_GET_ITEM(texts, k)) < 0) {
+                    Py_DECREF(terms);
+                    goto fail;
+                }
+            }
+            Py_SETREF(terms, PyList_AsTuple(terms));
+            if (terms == NULL) goto fail;
+        }
+        PyObject *pair = PyTuple_Pack(2, PyList_GET_ITEM(papers, at[m]), terms);
+        Py_DECREF(terms);
+        if (pair == NULL) goto fail;
+        PyTuple_SET_ITEM(found, m, pair);
+    }
+    PyMem_Free(leaf);
+    return found;
+fail:
+    PyMem_Free(leaf);
+    Py_DECREF(found);
+    return NULL;
+}
+
+/* answers(hits, groups, groups_of, some_of, papers, lb) -> [(key, found), ...]: bot.matching._match's loop. */
+static PyObject *answers(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *hits, *groups, *groups_of, *some_of, *papers, *lb;
+    if (!PyArg_ParseTuple(args, "O!O!OOO!O!:answers", &PyList_Type, &hits, &PyDict_Type, &groups, &groups_of,
+                          &some_of, &PyList_Type, &papers, &PyList_Type, &lb))
+        return NULL;
+    if (!PyAnySet_Check(some_of)) {
+        PyErr_SetString(PyExc_TypeError, "some_of must be a set");
+        return NULL;
+    }
+    Py_ssize_t np = PyList_GET_SIZE(papers), words = np ? (np + 63) / 64 : 1;
+    uint64_t *buf = PyMem_Malloc((size_t)words * sizeof(uint64_t));
+    int32_t *at = PyMem_Malloc(((size_t)np + 1) * sizeof(int32_t));
+    PyObject *out = PyList_New(0);
+    if (buf == NULL || at == NULL || out == NULL) {
+        if (out != NULL) PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t h = 0; h < PyList_GET_SIZE(hits); h++) {
+        PyObject *hit = PyList_GET_ITEM(hits, h);
+        if (!PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a hit is (plan id, bitset)");
+            goto fail;
+        }
+        PyObject *pid = PyTuple_GET_ITEM(hit, 0);
+        Py_ssize_t n = positions(PyTuple_GET_ITEM(hit, 1), buf, words, at);
+        if (n < 0) goto fail;
+        PyObject *gs = PyDict_GetItemWithError(groups, pid);
+        if (gs != NULL) Py_INCREF(gs);
+        else if (PyErr_Occurred() || (gs = PyObject_CallOneArg(groups_of, pid)) == NULL) goto fail;
+        int some = PySet_Contains(some_of, pid);
+        if (some < 0 || !PyList_Check(gs)) {
+            if (some >= 0) PyErr_SetString(PyExc_TypeError, "a plan's groups are a list");
+            Py_DECREF(gs);
+            goto fail;
+        }
+        for (Py_ssize_t g = 0; g < PyList_GET_SIZE(gs); g++) {
+            PyObject *group = PyList_GET_ITEM(gs, g);
+            if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(group, 0))
+                || !PyTuple_Check(PyTuple_GET_ITEM(group, 1)) || !PyList_Check(PyTuple_GET_ITEM(group, 2))) {
+                PyErr_SetString(PyExc_TypeError, "a group is (texts, ids, keys)");
+                Py_DECREF(gs);
+                goto fail;
+            }
+            PyObject *texts = PyTuple_GET_ITEM(group, 0), *ids = PyTuple_GET_ITEM(group, 1);
+            PyObject *keys = PyTuple_GET_ITEM(group, 2);
+            int per_paper = some && PyTuple_GET_SIZE(ids) != 1;
+            PyObject *found = found_of(papers, at, n, texts, ids, lb, per_paper, words);
+            if (found == NULL) {
+                Py_DECREF(gs);
+                goto fail;
+            }
+            for (Py_ssize_t k = 0; k < PyList_GET_SIZE(keys); k++) {
+                PyObject *pair = PyTuple_Pack(2, PyList_GET_ITEM(keys, k), found);
+                if (pair == NULL || PyList_Append(out, pair) < 0) {
+                    Py_XDECREF(pair);
+                    Py_DECREF(found);
+                    Py_DECREF(gs);
+                    goto fail;
+                }
+                Py_DECREF(pair);
+            }
+            Py_DECREF(found);
+        }
+        Py_DECREF(gs);
+    }
+    PyMem_Free(buf);
+    PyMem_Free(at);
+    return out;
+fail:
+    PyMem_Free(buf);
+    PyMem_Free(at);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"answers", (PyCFunction)answers, METH_VARARGS,
+     "answers(hits, groups, groups_of, some_of, papers, lb) -> [(key, ((paper, terms), ...)), ...]."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef Table_methods[] = {
     {"add", (PyCFunction)Table_add, METH_VARARGS,
      "add(word, ids): the raw word (lower-case ASCII letters and digits) is the named words `ids` (none: known, "
@@ -442,6 +622,7 @@ static PyTypeObject TableType = {
 static struct PyModuleDef scan_module = {
     PyModuleDef_HEAD_INIT, .m_name = "bot._scan",
     .m_doc = "The per-word part of alert matching, compiled (see bot/matching.py).", .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__scan(void) {

@@ -1,5 +1,7 @@
 # Types of the compiled bot._scan (bot/_scan.c).
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from bot.models import Paper
 
 class Table:
     def add(self, word: str, ids: Sequence[int], /) -> None: ...
@@ -7,3 +9,7 @@ class Table:
     def scan(self, texts: Sequence[str], stems: list[str], columns: int, keep: Sequence[int], /
              ) -> tuple[list[int], dict[str, int], list[dict[str, int]]]: ...
     def __len__(self) -> int: ...
+
+def answers(hits: list[tuple[int, int]], groups: dict[int, list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]],
+            groups_of: Callable[[int], list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]], some_of: set[int],
+            papers: list[Paper], lb: list[int], /) -> list[tuple[str, tuple[tuple[Paper, tuple[str, ...]], ...]]]: ...

@@ -33,9 +33,10 @@ from bot.query import Category, Doc, Node, Not, Or, Query, Term, term_matches
 from bot.text import Tokenizer, authors_text, category_token, category_token_list, default_tokenizer
 
 try:
-    from bot._scan import Table
-except ImportError:  # not built (no C compiler when installed): the same bitsets come from Python, slower
+    from bot._scan import Table, answers
+except ImportError:  # not built (no C compiler when installed): the same work is done in Python, slower
     Table = None  # type: ignore[assignment,misc]  # the pure-Python path below checks for it
+    answers = None  # type: ignore[assignment]  # see above
 
 # ASCII: letters to lower case, digits kept, everything else to a blank (what unicode61 separates on).
 _ASCII_FOLD = {c: (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
@@ -714,6 +715,11 @@ class Matcher:
             # instead of chasing a million scattered objects (about 2.5x faster at a million alerts, measured).
             target[(npos, nneg)] = [array("i", col) for col in zip(*shaped, strict=True)]
 
+    @property
+    def compiled(self) -> bool:
+        """Whether this matcher uses bot._scan."""
+        return self._table is not None
+
     def _needed(self, words: set[str]) -> set[str]:
         """The batch's words some leaf can ask about: named words, and words starting with a named prefix."""
         unknown = words.difference(self._vocab, self._not_needed)
@@ -883,21 +889,19 @@ Found = tuple[tuple[Paper, tuple[str, ...]], ...]  # (paper, matched terms), in 
 class Matches(Mapping[str, Found]):
     """What one batch matched: standing key -> (paper, matched terms) for every paper it matches, in paper order.
 
-    Held as groups of keys sharing one answer (standing queries with one plan, describing their terms alike):
-    `pairs()` walks them without building a dict of every matching key (a million-alert batch has 200k);
-    the mapping interface builds that dict on first use.
+    Held as a list of (key, answer), keys sharing one answer where their standing queries have one plan and
+    describe their terms alike: `pairs()` walks it without building a dict of every matching key (a
+    million-alert batch has 200k); the mapping interface builds that dict on first use.
     """
 
-    __slots__ = ("_groups", "_index")
+    __slots__ = ("_index", "_pairs")
 
-    def __init__(self, groups: list[tuple[Sequence[str], Found]]) -> None:
-        self._groups = groups
+    def __init__(self, pairs: list[tuple[str, Found]]) -> None:
+        self._pairs = pairs
         self._index: dict[str, Found] | None = None
 
     def pairs(self) -> Iterator[tuple[str, Found]]:
-        for keys, found in self._groups:
-            for key in keys:
-                yield key, found
+        return iter(self._pairs)
 
     def _dict(self) -> dict[str, Found]:
         if self._index is None:
@@ -936,7 +940,9 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
 
 def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
     hits, lb = m._run(m.batch_of(papers, tokenizer))
-    out: list[tuple[Sequence[str], Found]] = []
+    if m.compiled and answers is not None:  # the loop below, compiled
+        return Matches(answers(hits, m._groups, m.groups, m._some_of, list(papers), lb))
+    out: list[tuple[str, Found]] = []
     all_groups, groups_of, some_of = m._groups, m.groups, m._some_of
     for pid, b in hits:
         where = [b.bit_length() - 1] if b.bit_count() == 1 else _bits(b)
@@ -952,5 +958,5 @@ def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> 
             else:
                 found = tuple([(papers[i], tuple([t for t, j in zip(texts, ids, strict=True) if lb[j] >> i & 1]))
                                for i in where])
-            out.append((keys, found))
+            out += zip(keys, repeat(found))
     return Matches(out)
