@@ -6,13 +6,13 @@ PIP := $(PY) -m pip
 
 .PHONY: run test demo lint bench clean
 
-$(VENV)/.run-installed: pyproject.toml bot/_scan.c
+$(VENV)/.run-installed: pyproject.toml setup.py bot/_scan.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml bot/_scan.c
+$(VENV)/.test-installed: pyproject.toml setup.py bot/_scan.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[test]'

@@ -324,30 +324,37 @@ static PyObject *row_int(ScanState *st, int32_t row) {
     return int_of(st->bits + (size_t)row * (size_t)st->words, st->words);
 }
 
-/* scan(texts, stems, columns, keep) -> (bits by word id, {stem: bits}, [{stem: bits} per kept column])
+/* scan(texts, stems, columns, keep, first, second)
+ *     -> (bits by word id, {stem: bits}, [{stem: bits} per kept column], [j: first[j] and second[j] meet])
  *
  * texts: `columns` texts per paper, paper-major; bit i of a bitset is paper i. stems[id] names word id.
- * keep: the text columns (0 .. columns-1) to return bitsets of their own for. Every word must have been
+ * keep: the text columns (0 .. columns-1) to return bitsets of their own for. first, second: word ids (int32
+ * buffers of one length, array("i")), pairs of words in some paper together listed by index (the two words of
+ * a phrase, which can only be where both are: the Python way tests every pair). Every word must have been
  * added (KeyError names the first that was not). Bitsets are little-endian uint64 words: this assumes a
  * little-endian machine, checked at import. */
 static PyObject *Table_scan(Table *t, PyObject *args) {
     PyObject *texts, *stems, *keep;
     Py_ssize_t columns;
-    if (!PyArg_ParseTuple(args, "OO!nO:scan", &texts, &PyList_Type, &stems, &columns, &keep)) return NULL;
+    Py_buffer first, second;
+    if (!PyArg_ParseTuple(args, "OO!nOy*y*:scan", &texts, &PyList_Type, &stems, &columns, &keep, &first, &second))
+        return NULL;
+    PyObject *seq = NULL, *kept = NULL;
+    ScanState st = {0};
+    PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL, *both = NULL;
+    char *buf = NULL;
     if (columns < 1 || columns > 8) {
         PyErr_SetString(PyExc_ValueError, "columns is 1 to 8");
-        return NULL;
+        goto done;
     }
-    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
-    if (seq == NULL) return NULL;
-    PyObject *kept = PySequence_Fast(keep, "keep must be a sequence");
-    if (kept == NULL) {
-        Py_DECREF(seq);
-        return NULL;
+    if (first.len != second.len || first.len % (Py_ssize_t)sizeof(int32_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "first and second are int32 buffers of one length");
+        goto done;
     }
-    ScanState st = {0};
-    PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL;
-    char *buf = NULL;
+    seq = PySequence_Fast(texts, "texts must be a sequence");
+    if (seq == NULL) goto done;
+    kept = PySequence_Fast(keep, "keep must be a sequence");
+    if (kept == NULL) goto done;
     st.t = t;
     st.columns = columns;
     st.nwords = PyList_GET_SIZE(stems);
@@ -429,16 +436,40 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
         }
     }
     Py_DECREF(zero);
-    result = PyTuple_Pack(3, all, anyb, cols);
+    both = PyList_New(0);
+    if (both == NULL) goto done;
+    const int32_t *a = first.buf, *b = second.buf;
+    for (Py_ssize_t j = 0; j < first.len / (Py_ssize_t)sizeof(int32_t); j++) {
+        if (a[j] < 0 || a[j] >= st.nwords || b[j] < 0 || b[j] >= st.nwords) {
+            PyErr_SetString(PyExc_IndexError, "a pair's word id beyond the stems given");
+            goto done;
+        }
+        int32_t ra = st.row_of[(size_t)a[j] * (size_t)st.slots], rb = st.row_of[(size_t)b[j] * (size_t)st.slots];
+        if (ra < 0 || rb < 0) continue;
+        const uint64_t *x = st.bits + (size_t)ra * (size_t)st.words, *y = st.bits + (size_t)rb * (size_t)st.words;
+        for (Py_ssize_t w = 0; w < st.words; w++) {
+            if (x[w] & y[w]) {
+                PyObject *jj = PyLong_FromSsize_t(j);
+                int bad = jj == NULL || PyList_Append(both, jj) < 0;
+                Py_XDECREF(jj);
+                if (bad) goto done;
+                break;
+            }
+        }
+    }
+    result = PyTuple_Pack(4, all, anyb, cols, both);
 done:
     Py_XDECREF(all);
     Py_XDECREF(anyb);
     Py_XDECREF(cols);
+    Py_XDECREF(both);
     PyMem_Free(buf);
     PyMem_Free(st.row_of);
     PyMem_Free(st.bits);
-    Py_DECREF(kept);
-    Py_DECREF(seq);
+    Py_XDECREF(kept);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&first);
+    PyBuffer_Release(&second);
     return result;
 }
 
@@ -602,7 +633,8 @@ static PyMethodDef Table_methods[] = {
      "asks for nothing)."},
     {"unknown", (PyCFunction)Table_unknown, METH_O, "unknown(texts): the set of the texts' words not added yet."},
     {"scan", (PyCFunction)Table_scan, METH_VARARGS,
-     "scan(texts, stems, columns, keep) -> (bits by word id, {stem: bits}, [{stem: bits} per kept column])."},
+     "scan(texts, stems, columns, keep, first, second) -> (bits by word id, {stem: bits}, [{stem: bits} per kept "
+     "column], [j: words first[j] and second[j] meet in a paper])."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,5 @@
 # Types of the compiled bot._scan (bot/_scan.c).
+from array import array
 from collections.abc import Callable, Sequence
 
 from bot.models import Paper
@@ -6,8 +7,8 @@ from bot.models import Paper
 class Table:
     def add(self, word: str, ids: Sequence[int], /) -> None: ...
     def unknown(self, texts: Sequence[str], /) -> set[str]: ...
-    def scan(self, texts: Sequence[str], stems: list[str], columns: int, keep: Sequence[int], /
-             ) -> tuple[list[int], dict[str, int], list[dict[str, int]]]: ...
+    def scan(self, texts: Sequence[str], stems: list[str], columns: int, keep: Sequence[int], first: array[int],
+             second: array[int], /) -> tuple[list[int], dict[str, int], list[dict[str, int]], list[int]]: ...
     def __len__(self) -> int: ...
 
 def answers(hits: list[tuple[int, int]], groups: dict[int, list[tuple[tuple[str, ...], tuple[int, ...], list[str]]]],

@@ -378,16 +378,19 @@ class Batch:
 
     `anyb` (token -> bitset) holds the tokens some leaf can ask about, `column_bits` the same per column for
     titles and author lists (short: they cost little up front and answer ti:/au: leaves at once); `word_bits`,
-    when given, is the bitset of each of the matcher's word ids (bot._scan builds it with `anyb`)."""
+    when given, is the bitset of each of the matcher's word ids and `pairs_met` lists the matcher's two-word
+    phrases whose words meet in some paper (bot._scan builds both with `anyb`)."""
 
     def __init__(self, docs: Sequence[Doc], anyb: dict[str, int], column_bits: dict[str, dict[str, int]],
-                 cats: dict[str, int], days: Sequence[date | None], word_bits: list[int] | None = None) -> None:
+                 cats: dict[str, int], days: Sequence[date | None], word_bits: list[int] | None = None,
+                 pairs_met: list[int] | None = None) -> None:
         self.docs = docs
         self.n = len(docs)
         self.full = (1 << self.n) - 1
         self.anyb = anyb
         self.cats = cats
         self.word_bits = word_bits
+        self.pairs_met = pairs_met
         self._column_bits = column_bits
         self._days = days
         self._sorted: list[str] | None = None
@@ -778,7 +781,8 @@ class Matcher:
             words = sorted(unknown)
             for word, tokens in zip(words, fast.tokenize_words(words), strict=True):
                 table.add(word, [w for t in tokens if (w := self._word_id(t)) is not None])
-        word_bits, anyb, (title_bits, author_bits) = table.scan(texts, self._stems, 3, (0, 2))
+        word_bits, anyb, (title_bits, author_bits), met = table.scan(texts, self._stems, 3, (0, 2), self._pair_a,
+                                                                     self._pair_b)
         docs = _LazyDocs(papers, tokenizer)
         column_bits = {"title": title_bits, "authors": author_bits}
         for i in slow:
@@ -791,7 +795,7 @@ class Matcher:
                 for t in self._needed(set(d.column(name))):
                     cb[t] = cb.get(t, 0) | bit
         return Batch(docs, anyb, column_bits, _category_bits(category_token_list(p.categories) for p in papers),
-                     [p.published for p in papers], word_bits)
+                     [p.published for p in papers], word_bits, None if slow else met)
 
     def _leaf_bits(self, batch: Batch) -> list[int]:
         """Every leaf's bitset for this batch, by leaf id."""
@@ -806,8 +810,14 @@ class Matcher:
         # A two-word phrase can only be where both words are: most are nowhere, and the rest need a look.
         keys = self._pair_keys
         leaf = batch.leaf
-        lb += [leaf(keys[j]) if (x := lb[a]) and x & lb[b] else 0
-               for j, a, b in zip(range(len(keys)), self._pair_a, self._pair_b, strict=True)]
+        if batch.pairs_met is not None:
+            pair_bits = [0] * len(keys)
+            for j in batch.pairs_met:
+                pair_bits[j] = leaf(keys[j])
+            lb += pair_bits
+        else:
+            lb += [leaf(keys[j]) if (x := lb[a]) and x & lb[b] else 0
+                   for j, a, b in zip(range(len(keys)), self._pair_a, self._pair_b, strict=True)]
         # Prefix leaves: each batch word that starts with some named prefix adds its bitset to theirs.
         started = [0] * len(self._start_slot)
         anyb = batch.anyb

@@ -3,6 +3,8 @@ the fast tokenizer against FTS5's own token streams."""
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -208,16 +210,26 @@ def test_the_compiled_table_refuses_what_it_cannot_scan() -> None:
     table.add("graph", [0])
     table.add("the", [])
     assert table.unknown(["The GRAPH, the graphs"]) == {"graphs"}
+    none = array("i")
     with pytest.raises(KeyError, match="graphs"):  # every word must be known before a scan
-        table.scan(["the graphs", "", ""], ["graph"], 3, (0, 2))
+        table.scan(["the graphs", "", ""], ["graph"], 3, (0, 2), none, none)
     with pytest.raises(ValueError, match="ASCII"):  # such a paper goes the Python way
         table.unknown(["naïve"])
     with pytest.raises(ValueError, match="lower-case"):
         table.add("Graph", [0])
     with pytest.raises(IndexError):  # an id with no stem to name it
-        table.scan(["graph", "", ""], [], 3, ())
-    bits, anyb, [title] = table.scan(["the graph", "", "", "", "graph", ""], ["graph"], 3, (0,))
-    assert bits == [0b11] and anyb == {"graph": 0b11} and title == {"graph": 0b01}
+        table.scan(["graph", "", ""], [], 3, (), none, none)
+    bits, anyb, [title], met = table.scan(["the graph", "", "", "", "graph", ""], ["graph"], 3, (0,), none, none)
+    assert bits == [0b11] and anyb == {"graph": 0b11} and title == {"graph": 0b01} and met == []
+    table.add("neural", [1])
+    table.add("spin", [2])
+    texts = ["neural graph", "", "", "graph", "spin", "", "spin", "", "neural"]
+    *_, met = table.scan(texts, ["graph", "neural", "spin"], 3, (), array("i", [0, 0, 1, 2]), array("i", [1, 2, 2, 2]))
+    assert met == [0, 1, 2, 3]  # graph & neural in paper 0, graph & spin in 1, neural & spin in 2, spin alone
+    *_, met = table.scan(texts[:6], ["graph", "neural", "spin"], 3, (), array("i", [1, 0]), array("i", [2, 1]))
+    assert met == [1]
+    with pytest.raises(ValueError, match="one length"):
+        table.scan(texts, ["graph", "neural", "spin"], 3, (), array("i", [0]), none)
 
 
 def test_a_matcher_starts_a_new_table_for_another_tokenizer_or_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
