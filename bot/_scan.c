@@ -128,8 +128,8 @@ static PyObject *Table_add(Table *t, PyObject *args) {
             return NULL;
         }
     }
-    if (n == 0 || n > 0xFFFF) {
-        PyErr_SetString(PyExc_ValueError, "a word has 1 to 65535 characters");
+    if (n == 0 || (size_t)n > UINT32_MAX || t->keys_len + (size_t)n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "an empty word, or no room for it (start a new Table)");
         return NULL;
     }
     PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of ints");
@@ -216,10 +216,6 @@ typedef struct {
 static int note_unknown(void *state, const char *w, size_t n, uint64_t h, Py_ssize_t text) {
     (void)text;
     UnknownState *u = state;
-    if (n > 0xFFFF) {
-        PyErr_SetString(PyExc_ValueError, "a word longer than 65535 characters");
-        return -1;
-    }
     if (u->t->cap && find(u->t, w, n, h)->hash != 0) return 0;
     PyObject *s = PyUnicode_FromStringAndSize(w, (Py_ssize_t)n);
     if (s == NULL) return -1;

@@ -232,6 +232,16 @@ def test_the_compiled_table_refuses_what_it_cannot_scan() -> None:
         table.scan(texts, ["graph", "neural", "spin"], 3, (), array("i", [0]), none)
 
 
+def test_a_huge_word_is_a_word_like_any_other() -> None:
+    # (Queries are short; a paper's text need not be.)
+    papers = [Paper("2611.00001", "Graph " + "x" * 200_000, "networks " + "Q" * 70_000 + " diffusion")]
+    standing = _standing(["graph", "diffusion -networks", "networks"])
+    python, compiled = Matcher(standing, compiled=False), Matcher(standing, compiled=True)
+    got = match_papers(papers, standing, matcher=compiled)
+    assert got == match_papers(papers, standing, matcher=python)
+    assert sorted(k for k, _ in got.pairs()) == ["dup0", "dup2", "s0", "s2"]
+
+
 def test_a_matcher_starts_a_new_table_for_another_tokenizer_or_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
     papers = [Paper("2611.00001", "Graph neural networks", "We study diffusion.")]
     standing = _standing(["graph", "diffusion"])
