@@ -123,7 +123,7 @@ static PyObject *Table_add(Table *t, PyObject *args) {
     const char *w = ascii_of(word, &n);
     if (w == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (FOLD[(unsigned char)w[i]] != (unsigned char)w[i]) {
+        if (FOLD[(unsigned char)w[i]] == 0 || FOLD[(unsigned char)w[i]] != (unsigned char)w[i]) {
             PyErr_SetString(PyExc_ValueError, "a word is lower-case ASCII letters and digits");
             return NULL;
         }
@@ -227,12 +227,20 @@ static int note_unknown(void *state, const char *w, size_t n, uint64_t h, Py_ssi
 static PyObject *Table_unknown(Table *t, PyObject *texts) {
     PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
     if (seq == NULL) return NULL;
+    PyObject *out = NULL;
+    char *buf = NULL;
     Py_ssize_t most = longest(seq);
-    char *buf = most < 0 ? NULL : PyMem_Malloc((size_t)most + 1);
-    PyObject *out = buf == NULL ? NULL : PySet_New(NULL);
+    if (most < 0) goto done;
+    buf = PyMem_Malloc((size_t)most + 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = PySet_New(NULL);
+    if (out == NULL) goto done;
     UnknownState u = {t, out};
-    if (out == NULL || each_word(seq, buf, note_unknown, &u) != 0) Py_CLEAR(out);
-    if (most >= 0 && buf == NULL && !PyErr_Occurred()) PyErr_NoMemory();
+    if (each_word(seq, buf, note_unknown, &u) != 0) Py_CLEAR(out);
+done:
     PyMem_Free(buf);
     Py_DECREF(seq);
     return out;

@@ -215,8 +215,9 @@ def test_the_compiled_table_refuses_what_it_cannot_scan() -> None:
         table.scan(["the graphs", "", ""], ["graph"], 3, (0, 2), none, none)
     with pytest.raises(ValueError, match="ASCII"):  # such a paper goes the Python way
         table.unknown(["naïve"])
-    with pytest.raises(ValueError, match="lower-case"):
-        table.add("Graph", [0])
+    for bad in ("Graph", "gr\x00aph", "graph-based"):
+        with pytest.raises(ValueError, match="lower-case"):
+            table.add(bad, [0])
     with pytest.raises(IndexError):  # an id with no stem to name it
         table.scan(["graph", "", ""], [], 3, (), none, none)
     bits, anyb, [title], met = table.scan(["the graph", "", "", "", "graph", ""], ["graph"], 3, (0,), none, none)
@@ -230,6 +231,20 @@ def test_the_compiled_table_refuses_what_it_cannot_scan() -> None:
     assert met == [1]
     with pytest.raises(ValueError, match="one length"):
         table.scan(texts, ["graph", "neural", "spin"], 3, (), array("i", [0]), none)
+
+
+def test_compiled_answers_refuse_what_is_not_a_batch_of_hits() -> None:
+    assert matching.answers is not None
+    paper = Paper("2611.00001", "Graph", "")
+    groups = {0: [(("graph",), (0,), ["s0", "dup0"])]}
+    got = matching.answers([(0, 0b1)], groups, lambda pid: [], set(), [paper], [0b1])
+    assert got == [("s0", ((paper, ("graph",)),)), ("dup0", ((paper, ("graph",)),))]
+    with pytest.raises(TypeError, match="a hit is"):
+        matching.answers([(0,)], groups, lambda pid: [], set(), [paper], [0b1])
+    with pytest.raises(OverflowError):  # a bit past the last paper
+        matching.answers([(0, 0b10 << 64)], groups, lambda pid: [], set(), [paper], [0b1])
+    with pytest.raises(TypeError, match="a group is"):
+        matching.answers([(1, 0b1)], groups, lambda pid: [("graph", (0,), [])], set(), [paper], [0b1])
 
 
 def test_a_huge_word_is_a_word_like_any_other() -> None:
