@@ -45,7 +45,7 @@ _MARK = "\x01"  # between texts in joined_many, kept as a word of its own; a tex
 # One character to one: a longer replacement (" \x01 ") takes str.translate off its fast path, 6x slower.
 _ASCII_MARKED = {**_ASCII_FOLD, ord(_MARK): _MARK}
 _NOT_NEEDED_MAX = 2_000_000
-_TABLE_MAX = 1_000_000  # raw words a Matcher's compiled table holds before it starts a new one
+_TABLE_MAX = 250_000  # raw words a compiled table holds before a Matcher starts a new one (20 MB at most)
 
 
 class FastTokenizer:
