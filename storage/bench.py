@@ -393,7 +393,8 @@ def bench_match(db: Path, subs: int, *, papers_n: int = 1000, runs: int = 7) -> 
         Figure("match", len(standing), f"{papers_n} papers x {len(standing):,} alerts", round(med, 1),
                round(max(times), 1), round(papers_n / (med / 1000), 1), peak, round(naive_ms / med, 1),
                note=f"{pairs:,} (alert, paper) matches, each answer walked once; median of {runs} runs (the max is the "
-                    "first, which also describes each matched alert's terms, once per process); "
+                    "first, which also describes each matched alert's terms, once per process; a run's answers are "
+                    "freed after its timing); compiled scan: " + ("yes" if matcher.compiled else "no (Python)") + "; "
                     "naive = reference matches() per "
                     f"alert per paper, timed on {len(sample):,} alerts and scaled ({naive_ms / 1000:,.0f} s)"),
         Figure("match", len(standing), "compile the alerts (once per process)", round(build_ms, 1), None, None,
