@@ -171,30 +171,6 @@ fail:
  * return. */
 typedef int (*word_fn)(void *state, const char *w, size_t n, uint64_t h, Py_ssize_t text);
 
-static int each_word(PyObject *seq, char *buf, word_fn f, void *state) {
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t k = 0; k < count; k++) {
-        Py_ssize_t n;
-        const char *s = ascii_of(PySequence_Fast_GET_ITEM(seq, k), &n);
-        if (s == NULL) return -1;
-        size_t len = 0;
-        uint64_t h = FNV_BASIS; /* hash_word, computed while folding */
-        for (Py_ssize_t i = 0; i <= n; i++) {
-            unsigned char c = i < n ? FOLD[(unsigned char)s[i]] : 0;
-            if (c) {
-                buf[len++] = (char)c;
-                h = (h ^ c) * FNV_PRIME;
-            } else if (len) {
-                int r = f(state, buf, len, h ? h : 1, k);
-                if (r) return r;
-                len = 0;
-                h = FNV_BASIS;
-            }
-        }
-    }
-    return 0;
-}
-
 static Py_ssize_t longest(PyObject *seq) {
     Py_ssize_t most = 0, count = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t k = 0; k < count; k++) {
@@ -206,6 +182,43 @@ static Py_ssize_t longest(PyObject *seq) {
         if (PyUnicode_GET_LENGTH(text) > most) most = PyUnicode_GET_LENGTH(text);
     }
     return most;
+}
+
+static int each_word(PyObject *seq, word_fn f, void *state) {
+    Py_ssize_t most = longest(seq);
+    if (most < 0) return -1;
+    char *buf = PyMem_Malloc((size_t)most + 1); /* a word, folded */
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int r = 0;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        Py_ssize_t n;
+        const char *s = ascii_of(PySequence_Fast_GET_ITEM(seq, k), &n);
+        if (s == NULL) {
+            r = -1;
+            break;
+        }
+        size_t len = 0;
+        uint64_t h = FNV_BASIS; /* hash_word, computed while folding */
+        for (Py_ssize_t i = 0; i <= n; i++) {
+            unsigned char c = i < n ? FOLD[(unsigned char)s[i]] : 0;
+            if (c) {
+                buf[len++] = (char)c;
+                h = (h ^ c) * FNV_PRIME;
+            } else if (len) {
+                r = f(state, buf, len, h ? h : 1, k);
+                if (r) goto done;
+                len = 0;
+                h = FNV_BASIS;
+            }
+        }
+    }
+done:
+    PyMem_Free(buf);
+    return r;
 }
 
 typedef struct {
@@ -227,21 +240,11 @@ static int note_unknown(void *state, const char *w, size_t n, uint64_t h, Py_ssi
 static PyObject *Table_unknown(Table *t, PyObject *texts) {
     PyObject *seq = PySequence_Fast(texts, "texts must be a sequence");
     if (seq == NULL) return NULL;
-    PyObject *out = NULL;
-    char *buf = NULL;
-    Py_ssize_t most = longest(seq);
-    if (most < 0) goto done;
-    buf = PyMem_Malloc((size_t)most + 1);
-    if (buf == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    PyObject *out = PySet_New(NULL);
+    if (out != NULL) {
+        UnknownState u = {t, out};
+        if (each_word(seq, note_unknown, &u) != 0) Py_CLEAR(out);
     }
-    out = PySet_New(NULL);
-    if (out == NULL) goto done;
-    UnknownState u = {t, out};
-    if (each_word(seq, buf, note_unknown, &u) != 0) Py_CLEAR(out);
-done:
-    PyMem_Free(buf);
     Py_DECREF(seq);
     return out;
 }
@@ -346,7 +349,6 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
     PyObject *seq = NULL, *kept = NULL;
     ScanState st = {0};
     PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL, *both = NULL;
-    char *buf = NULL;
     if (columns < 1 || columns > 8) {
         PyErr_SetString(PyExc_ValueError, "columns is 1 to 8");
         goto done;
@@ -391,14 +393,7 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
         goto done;
     }
     memset(st.row_of, 0xFF, ((size_t)st.nwords * (size_t)st.slots + 1) * sizeof(int32_t));
-    Py_ssize_t most = longest(seq);
-    if (most < 0) goto done;
-    buf = PyMem_Malloc((size_t)most + 1);
-    if (buf == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (each_word(seq, buf, note_word, &st) != 0) goto done;
+    if (each_word(seq, note_word, &st) != 0) goto done;
     all = PyList_New(st.nwords);
     anyb = PyDict_New();
     cols = PyList_New(nkeep);
@@ -467,7 +462,6 @@ done:
     Py_XDECREF(anyb);
     Py_XDECREF(cols);
     Py_XDECREF(both);
-    PyMem_Free(buf);
     PyMem_Free(st.row_of);
     PyMem_Free(st.bits);
     Py_XDECREF(kept);
