@@ -622,8 +622,8 @@ class Matcher:
         finally:
             if was_enabled:
                 gc.enable()
-        # Raw ASCII word -> the ids of the words above it is (learnt batch by batch), and the tokenizer whose
-        # stems those are.
+        # Raw ASCII word -> the ids of the named words its tokens are (learnt batch by batch), and the tokenizer
+        # whose stems those are.
         self._table = Table() if Table is not None and compiled is not False else None
         self._table_tok: FastTokenizer | None = None
 
@@ -760,9 +760,9 @@ class Matcher:
         The scan needs no token streams: a paper is tokenised only if a phrase, or a column other than the
         title and the author list, must be checked on it (_LazyDocs); a paper with a non-ASCII text goes the
         Python way (FTS5 tokenises it) and joins the bitsets after the scan."""
-        fast = fast_tokenizer(tokenizer)
         if self._table is None or Table is None:
             return self.batch(docs_of(papers, tokenizer))
+        fast = fast_tokenizer(tokenizer)
         if self._table_tok is not fast or len(self._table) > _TABLE_MAX:
             self._table = Table()  # raw words stem by a tokenizer: another one starts another table
             self._table_tok = fast
