@@ -3,6 +3,8 @@ the fast tokenizer against FTS5's own token streams."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from array import array
 
 import pytest
@@ -33,6 +35,29 @@ def test_the_compiled_scan_is_built() -> None:
     # It is optional at install (no C compiler: the Python path does the same work); where the tests run, both
     # paths must be there to be compared.
     assert matching.Table is not None
+
+
+def test_without_the_compiled_scan_matching_runs_in_python() -> None:
+    # What an install without a C compiler gets: bot._scan cannot be imported at all.
+    script = """
+import sys
+sys.modules["bot._scan"] = None  # import fails, as when it was never built
+from bot.matching import Matcher, Standing, Table, match_papers
+from bot.models import Paper
+from bot.query import parse
+assert Table is None
+standing = [Standing("s", parse('"neural networks" -quantum'))]
+m = Matcher(standing)
+got = match_papers([Paper("2611.00001", "Neural networks", "")], standing, matcher=m)
+assert not m.compiled and [k for k, _ in got.pairs()] == ["s"], got
+try:
+    Matcher(standing, compiled=True)
+except RuntimeError as exc:
+    print("refused:", exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "refused: bot._scan is not built" in done.stdout
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
