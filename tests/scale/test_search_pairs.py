@@ -375,3 +375,35 @@ def test_head_prefixes_are_the_ascii_prefixes_of_many_terms(tmp_path: object) ->
     assert search_pairs.prefix_token(parse("Über*", today=TODAY).root) == "_uber"  # type: ignore[arg-type]
     assert search_pairs.prefix_token(parse("ti:spin*", today=TODAY).root) is None  # type: ignore[arg-type]
     assert search_pairs.prefix_token(parse('"spin glass"*', today=TODAY).root) is None  # type: ignore[arg-type]
+
+
+@given(words=st.lists(st.text(alphabet="abcü1", min_size=1, max_size=6), min_size=1, max_size=60),
+       bar=st.integers(min_value=0, max_value=4))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_head_prefixes_counted_a_run_at_a_time_are_those_of_all_terms(tmp_path: object, words: list[str],
+                                                                      bar: int) -> None:
+    # choose_heads counts the terms sharing a two-character start together, relying on fts5vocab's order.
+    from collections import Counter
+    from itertools import count
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / f"v{abs(hash((tuple(words), bar)))}.db"
+    conn = open_sync(path)
+    try:
+        conn.execute("INSERT INTO papers(arxiv_id, title, abstract, first_seen, last_seen) "
+                     "VALUES ('2611.00001', 'x', ?, 'x', 'x')", (" ".join(words),))
+        with mock.patch.object(search_pairs, "PREFIX_HEAD_TERMS", bar):
+            _, prefixes = search_pairs.choose_heads(conn)
+        conn.execute(search_index.CREATE_VOCAB)
+        terms = [t for (t,) in conn.execute(f"SELECT term FROM {search_index.VOCAB_TABLE}")
+                 if t.isascii() and t.isalnum()]
+        expected: list[str] = []
+        for k in count(2):
+            found = [p for p, n in Counter(t[:k] for t in terms).items() if n > bar and len(p) == k]
+            if not found:
+                break
+            expected += found
+        assert sorted(prefixes) == sorted(expected)
+    finally:
+        conn.close()
+        path.unlink()
