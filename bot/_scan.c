@@ -253,7 +253,7 @@ typedef struct {
     Table *t;
     Py_ssize_t columns, nwords, words; /* words: uint64 words per bitset */
     int32_t *row_of;                   /* (word id, column slot) -> row in `bits`, or -1 */
-    int slot_of[8];                    /* text column -> its column slot (0: any column), or -1 */
+    int slot_of[8];                    /* text column -> its own slot in row_of (1 ..), or 0: not kept */
     Py_ssize_t slots;
     uint64_t *bits;
     size_t rows, rows_cap;
