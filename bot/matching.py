@@ -760,7 +760,7 @@ class Matcher:
         The scan needs no token streams: a paper is tokenised only if a phrase, or a column other than the
         title and the author list, must be checked on it (_LazyDocs); a paper with a non-ASCII text goes the
         Python way (FTS5 tokenises it) and joins the bitsets after the scan."""
-        if self._table is None or Table is None:
+        if self._table is None:
             return self.batch(docs_of(papers, tokenizer))
         fast = fast_tokenizer(tokenizer)
         if self._table_tok is not fast or len(self._table) > _TABLE_MAX:
@@ -787,12 +787,13 @@ class Matcher:
         column_bits = {"title": title_bits, "authors": author_bits}
         for i in slow:
             d, bit = docs[i], 1 << i
-            for t in self._needed(set(chain(d.title, d.abstract, d.authors))):
+            keep = self._needed(set(chain(d.title, d.abstract, d.authors)))
+            for t in keep:
                 anyb[t] = anyb.get(t, 0) | bit
                 if (j := self._stem_id.get(t)) is not None:
                     word_bits[j] |= bit
             for name, cb in column_bits.items():
-                for t in self._needed(set(d.column(name))):
+                for t in keep.intersection(d.column(name)):
                     cb[t] = cb.get(t, 0) | bit
         return Batch(docs, anyb, column_bits, _category_bits(category_token_list(p.categories) for p in papers),
                      [p.published for p in papers], word_bits, None if slow else met)
@@ -950,7 +951,7 @@ def match_papers(papers: Sequence[Paper], standing: Sequence[Standing],
 
 def _match(papers: Sequence[Paper], m: Matcher, tokenizer: Tokenizer | None) -> Matches:
     hits, lb = m._run(m.batch_of(papers, tokenizer))
-    if m.compiled and answers is not None:  # the loop below, compiled
+    if m.compiled:  # the loop below, compiled
         return Matches(answers(hits, m._groups, m.groups, m._some_of, list(papers), lb))
     out: list[tuple[str, Found]] = []
     all_groups, groups_of, some_of = m._groups, m.groups, m._some_of

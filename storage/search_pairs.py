@@ -66,6 +66,7 @@ SELECT_DIRTY = "SELECT id, indexed, title, abstract, authors FROM search_pairs_d
 DELETE_PAIRS = "INSERT INTO search_pairs(search_pairs, rowid, pairs) VALUES ('delete', ?, ?)"
 INSERT_PAIRS = "INSERT INTO search_pairs(rowid, pairs) VALUES (?, ?)"
 UNMARK = "DELETE FROM search_pairs_dirty WHERE id = ?"
+SELECT_HEADS = "SELECT term FROM search_pairs_heads"
 LOW_SQL = f"SELECT {_LOW}, {_PREFIX_LOW}"
 SET_LOW = f"INSERT OR REPLACE INTO meta(key, value) VALUES ('{LOW_KEY}', ?)"
 SET_PREFIX_LOW = f"INSERT OR REPLACE INTO meta(key, value) VALUES ('{PREFIX_KEY}', ?)"
@@ -171,7 +172,7 @@ def _heads(rows: Iterable[Any], prefix_low: int) -> Heads:
 
 
 def heads_of(conn: sqlite3.Connection) -> Heads:
-    return _heads(conn.execute("SELECT term FROM search_pairs_heads"), _lows(conn.execute(LOW_SQL).fetchone())[1])
+    return _heads(conn.execute(SELECT_HEADS), _lows(conn.execute(LOW_SQL).fetchone())[1])
 
 
 def low_of(conn: sqlite3.Connection) -> int:
@@ -208,7 +209,7 @@ async def fold_async(wconn: Any, tok: Tokenizer) -> int:
     low, prefix_low = _lows(await (await wconn.execute(LOW_SQL)).fetchone())
     await wconn.execute("DELETE FROM search_pairs_dirty WHERE id < ?", (low,))
     dirty = await (await wconn.execute(SELECT_DIRTY, (low, PAIR_DIRTY_MAX))).fetchall()
-    heads = _heads(await (await wconn.execute("SELECT term FROM search_pairs_heads")).fetchall(), prefix_low)
+    heads = _heads(await (await wconn.execute(SELECT_HEADS)).fetchall(), prefix_low)
     ids = [int(r[0]) for r in dirty]
     current = [row for i in range(0, len(ids), 500)
                for row in await (await wconn.execute(current_rows_sql(ids[i : i + 500]), ids[i : i + 500])).fetchall()]
