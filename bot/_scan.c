@@ -348,7 +348,7 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
         return NULL;
     PyObject *seq = NULL, *kept = NULL;
     ScanState st = {0};
-    PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL, *both = NULL;
+    PyObject *result = NULL, *all = NULL, *anyb = NULL, *cols = NULL, *both = NULL, *zero = NULL;
     if (columns < 1 || columns > 8) {
         PyErr_SetString(PyExc_ValueError, "columns is 1 to 8");
         goto done;
@@ -371,7 +371,6 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
     }
     Py_ssize_t docs = count / columns;
     st.words = docs ? (docs + 63) / 64 : 1;
-    for (int c = 0; c < 8; c++) st.slot_of[c] = 0;
     Py_ssize_t nkeep = PySequence_Fast_GET_SIZE(kept);
     if (nkeep > 7) {
         PyErr_SetString(PyExc_ValueError, "at most 7 kept columns");
@@ -403,7 +402,7 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
         if (d == NULL) goto done;
         PyList_SET_ITEM(cols, j, d);
     }
-    PyObject *zero = PyLong_FromLong(0);
+    zero = PyLong_FromLong(0);
     if (zero == NULL) goto done;
     for (Py_ssize_t id = 0; id < st.nwords; id++) {
         int32_t *r = &st.row_of[(size_t)id * (size_t)st.slots];
@@ -414,27 +413,17 @@ static PyObject *Table_scan(Table *t, PyObject *args) {
         }
         PyObject *stem = PyList_GET_ITEM(stems, id);
         PyObject *b = row_int(&st, r[0]);
-        if (b == NULL) {
-            Py_DECREF(zero);
-            goto done;
-        }
+        if (b == NULL) goto done;
         PyList_SET_ITEM(all, id, b);
-        if (PyDict_SetItem(anyb, stem, b) < 0) {
-            Py_DECREF(zero);
-            goto done;
-        }
+        if (PyDict_SetItem(anyb, stem, b) < 0) goto done;
         for (Py_ssize_t j = 1; j < st.slots; j++) {
             if (r[j] < 0) continue;
             PyObject *cb = row_int(&st, r[j]);
             int bad = cb == NULL || PyDict_SetItem(PyList_GET_ITEM(cols, j - 1), stem, cb) < 0;
             Py_XDECREF(cb);
-            if (bad) {
-                Py_DECREF(zero);
-                goto done;
-            }
+            if (bad) goto done;
         }
     }
-    Py_DECREF(zero);
     both = PyList_New(0);
     if (both == NULL) goto done;
     const int32_t *a = first.buf, *b = second.buf;
@@ -462,6 +451,7 @@ done:
     Py_XDECREF(anyb);
     Py_XDECREF(cols);
     Py_XDECREF(both);
+    Py_XDECREF(zero);
     PyMem_Free(st.row_of);
     PyMem_Free(st.bits);
     Py_XDECREF(kept);
